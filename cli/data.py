@@ -1,0 +1,39 @@
+"""`skinzoo data ...`: the dataset commands (each subcommand in its own module)."""
+
+from __future__ import annotations
+
+import click
+
+from skinzoo_cli.main import LazyGroup
+
+DATA_COMMANDS = {
+    "synth": ("skinzoo_cli.data", "synth", "Write the built-in synthetic demo dataset."),
+    "check": ("skinzoo_cli.data_check", "check", "Validate a dataset and summarise it."),
+    "split": ("skinzoo_cli.data_check", "split", "Make a grouped, stratified split.csv."),
+    "explore": ("skinzoo_cli.data_explore", "explore", "Plots + one HTML page about a dataset."),
+    "preview": ("skinzoo_cli.data_prep", "preview", "Before/after images of augmentation / hair removal."),
+    "augment": ("skinzoo_cli.data_prep", "augment", "Write a physically balanced augmented copy."),
+}
+
+
+@click.group(cls=LazyGroup, table=DATA_COMMANDS)
+def data():
+    """Make, check, explore and preview datasets."""
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "n_images", type=int, default=700, show_default=True, help="Number of images.")
+@click.option("--size", type=int, default=96, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=int, default=None, help="Seed (default: the global --seed, else 0).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset in OUT.")
+@click.pass_context
+def synth(ctx, out, n_images, size, seed, overwrite):
+    """Write a synthetic, learnable dermoscopy-like dataset in the HAM10000 layout to OUT."""
+    from skinzoo.data.synth import make_synthetic_dataset
+
+    seed = seed if seed is not None else (ctx.obj or {}).get("seed") or 0
+    table = make_synthetic_dataset(out, n_images=n_images, size=size, seed=seed, overwrite=overwrite)
+    counts = table["dx"].value_counts()
+    click.echo(f"wrote {len(table)} images of {table['lesion_id'].nunique()} lesions to {out}")
+    click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))

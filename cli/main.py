@@ -1,0 +1,112 @@
+"""`skinzoo` command group. Commands live one module each and import the library lazily."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import click
+
+from skinzoo import __version__
+from skinzoo.errors import SkinzooError
+
+# name -> (module, attribute, one-line help). Loading on demand keeps `skinzoo --help` fast
+# and means a broken optional command cannot take the whole CLI down.
+COMMANDS = {
+    "data": ("skinzoo_cli.data", "data", "Make, check, explore and preview datasets."),
+    "models": ("skinzoo_cli.models", "models", "List the model zoo (name, size, defaults)."),
+    "train": ("skinzoo_cli.train", "train", "Train a model; writes a run directory."),
+    "evaluate": ("skinzoo_cli.evaluate", "evaluate", "Metrics (and --report) for a run or model."),
+    "predict": ("skinzoo_cli.evaluate", "predict", "Class probabilities for images or a folder."),
+    "gradcam": ("skinzoo_cli.evaluate", "gradcam", "Grad-CAM heatmaps and overlays for images."),
+    "calibrate": ("skinzoo_cli.evaluate", "calibrate", "Fit temperature scaling on validation."),
+    "compare": ("skinzoo_cli.evaluate", "compare", "Leaderboard of several runs."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used; ``table`` is name -> (module,
+    attribute, one-line help). Catches library errors and prints them as one line."""
+
+    table: dict = COMMANDS
+
+    def __init__(self, *args, table=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if table is not None:
+            self.table = table
+
+    def list_commands(self, ctx):
+        return sorted(n for n in self.table if self._available(n)) + sorted(self.commands)
+
+    def get_command(self, ctx, name):
+        if name in self.commands:
+            return self.commands[name]
+        if name not in self.table:
+            return None
+        import importlib
+
+        module, attr, _ = self.table[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return None
+
+    def _available(self, name):
+        import importlib.util
+
+        return importlib.util.find_spec(self.table[name][0]) is not None
+
+    def format_commands(self, ctx, formatter):
+        # One-line descriptions from the table, without importing every command module.
+        rows = [(n, self.table[n][2]) for n in self.list_commands(ctx) if n in self.table]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SkinzooError as err:
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {err.message}", err=True)
+            if err.hint:
+                click.echo(f"  hint: {err.hint}", err=True)
+            ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="skinzoo")
+@click.option("--seed", type=int, default=None, help="Seed for every RNG (default: per command).")
+@click.option("-v/-q", "--verbose/--quiet", default=None, help="More or less output.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True, help="Python logging level.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx, seed, verbose, log_level, debug):
+    """skinzoo: train, evaluate and explain medical image classifiers.
+
+    Start with `skinzoo data synth demo/` and `skinzoo train --data demo/`.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    level = "warning" if verbose is False else ("debug" if verbose else log_level)
+    logging.basicConfig(level=level.upper(), format="%(message)s")
+    ctx.ensure_object(dict)
+    ctx.obj.update(seed=seed, verbose=verbose, quiet=verbose is False, debug=debug)
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="skinzoo")
+    except SkinzooError as err:  # raised outside invoke (e.g. in a callback)
+        click.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()
