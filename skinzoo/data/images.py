@@ -1,0 +1,276 @@
+"""Reading one image safely, and telling what is wrong with one that cannot be read.
+
+:func:`inspect_image` is the cheap per-file check used by ``skinzoo data check`` on whole datasets:
+it reads the bytes once (for the duplicate hash), parses only the header (size, mode, format) and
+decodes fully only when the file's end marker is missing, which is what a truncated JPEG or PNG
+looks like. :func:`read_image_rgb` is the full read used where a NumPy image is needed.
+
+Problem kinds (``ImageInfo.problem``), all of which make an image unusable:
+
+==============  ==========================================================================
+missing         no such file (or a dangling symlink)
+symlink_loop    the path is a symlink that points back at itself
+unreadable      the file exists but cannot be opened (permissions, a folder named ``x.jpg``)
+zero_byte       the file is empty
+not_image       the bytes are not an image Pillow knows (random bytes, text, an HTML page)
+truncated       the header is fine but the pixel data stops early (an interrupted download)
+too_large       more than ``MAX_PIXELS`` pixels: refused from the header, never decoded
+too_small       a side below ``MIN_SIDE`` pixels (a 1x1 tracking pixel, a thumbnail stub)
+==============  ==========================================================================
+
+Colour modes other than 8-bit RGB (grayscale, RGBA, palette, CMYK, 16-bit) are usable: they are
+converted to RGB on read and counted (``ImageInfo.conversion``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skinzoo.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+# 100 megapixels: far above any dermoscopy or X-ray image (HAM10000 originals are 0.27 MP), far
+# below what would exhaust memory when decoded (100 MP RGB is 300 MB as uint8).
+MAX_PIXELS = 100_000_000
+# Below this no model input size makes sense; the smallest zoo input is 32 px.
+MIN_SIDE = 8
+
+UNUSABLE_KINDS = ("missing", "symlink_loop", "unreadable", "zero_byte", "not_image", "truncated",
+                  "too_large", "too_small")
+_CONVERSIONS = {"L": "grayscale", "1": "grayscale", "LA": "grayscale", "RGBA": "rgba",
+                "RGBa": "rgba", "RGBX": "rgba", "P": "palette", "PA": "palette", "CMYK": "cmyk",
+                "YCbCr": "ycbcr", "LAB": "lab", "HSV": "hsv", "I;16": "16bit", "I;16B": "16bit",
+                "I;16L": "16bit", "I;16N": "16bit", "I": "16bit", "F": "float"}
+
+
+@dataclass
+class ImageInfo:
+    """What :func:`inspect_image` found out about one file.
+
+    ``ok`` is False exactly when ``problem`` is set; ``conversion`` names a colour mode that is
+    usable but converted to RGB on read (``"grayscale"``, ``"rgba"``, ``"palette"``, ``"cmyk"``,
+    ``"16bit"``...). ``digest`` is the BLAKE2b hash of the file's bytes (for duplicate search).
+    """
+
+    path: str
+    ok: bool
+    problem: str | None = None
+    message: str = ""
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
+    format: str | None = None
+    conversion: str | None = None
+    n_bytes: int | None = None
+    digest: str | None = None
+
+    @property
+    def converted(self) -> bool:
+        return self.conversion is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pil():
+    # Pillow comes with matplotlib; imported here so `skinzoo --help` never pays for it.
+    from PIL import Image
+
+    return Image
+
+
+def inspect_image(path, decode: str = "auto", with_digest: bool = False) -> ImageInfo:
+    """Check one image file without trusting it; never raises for a bad file.
+
+    ``decode``: ``"auto"`` decodes the pixels only when the file's end marker is missing (JPEG
+    EOI / PNG IEND) or the format has none; ``"always"`` decodes every file (slower, also catches
+    the rare file whose middle is cut out but whose end survived); ``"never"`` reads the header only.
+    """
+    path = str(path)
+    data, info = _read_bytes(path)
+    if info is not None:
+        return info
+    info = ImageInfo(path=path, ok=True, n_bytes=len(data))
+    if with_digest:
+        info.digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    if not data:
+        return _fail(info, "zero_byte", "is an empty file (0 bytes)")
+    Image = _pil()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return _fail(info, "too_large", f"has more than {MAX_PIXELS // 1_000_000} megapixels "
+                     "(refused from its header: decoding it could exhaust memory)")
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for garbage input
+        if _looks_truncated_header(data, err):
+            return _fail(info, "truncated", "is cut off inside its header (an interrupted copy?)")
+        return _fail(info, "not_image", f"is not an image: {_describe_bytes(data)}")
+    info.width, info.height = img.size
+    info.mode, info.format = img.mode, img.format
+    if info.width * info.height > MAX_PIXELS:
+        return _fail(info, "too_large", f"is {info.width}x{info.height} = "
+                     f"{info.width * info.height / 1e6:.0f} megapixels, more than the "
+                     f"{MAX_PIXELS // 1_000_000} MP limit (refused from its header)")
+    if min(info.width, info.height) < MIN_SIDE:
+        return _fail(info, "too_small", f"is only {info.width}x{info.height} pixels "
+                     f"(unusable below {MIN_SIDE} px)")
+    if decode == "always" or (decode == "auto" and not _has_end_marker(data, img.format)):
+        problem = _decode_problem(img)
+        if problem:
+            return _fail(info, "truncated", problem)
+    info.conversion = _CONVERSIONS.get(img.mode)
+    return info
+
+
+def read_image_rgb(path) -> np.ndarray:
+    """Decode ``path`` to an RGB ``uint8`` array ``(H, W, 3)``; raise ``DataError`` when unusable.
+
+    Grayscale, palette, CMYK and 16-bit images are converted; alpha is dropped (not composited)
+    because that is what ``tf.io.decode_image(channels=3)`` does, so an image looks the same to
+    every reader in skinzoo.
+    """
+    info = inspect_image(path, decode="never")
+    if not info.ok:
+        raise DataError(f"{path} {info.message}", hint_for(info.problem))
+    Image = _pil()
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb_array(img)
+    except OSError as err:
+        raise DataError(f"{path} could not be decoded: {err}",
+                        "the file is damaged: replace it, or remove it from the dataset") from None
+
+
+def to_rgb_array(img) -> np.ndarray:
+    """A loaded Pillow image as RGB uint8; 16-bit and float images are rescaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        # 16-bit scans use the full 0..65535 range; Pillow's convert("RGB") would clip them to white.
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if img.mode == "F":
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr, top = arr - lo, max(hi - lo, 1e-12)
+        gray = np.clip(np.rint(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _read_bytes(path: str) -> tuple[bytes, ImageInfo | None]:
+    """The file's bytes, or an ImageInfo saying why they cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(), None
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return b"", _fail(ImageInfo(path=path, ok=True), "missing",
+                              f"is a broken symlink (to {os.readlink(path)})")
+        return b"", _fail(ImageInfo(path=path, ok=True), "missing", "does not exist")
+    except PermissionError:
+        return b"", _fail(ImageInfo(path=path, ok=True), "unreadable",
+                          "cannot be read (permission denied)")
+    except IsADirectoryError:
+        return b"", _fail(ImageInfo(path=path, ok=True), "unreadable", "is a folder, not a file")
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return b"", _fail(ImageInfo(path=path, ok=True), "symlink_loop",
+                              "is a symlink loop (it points back at itself)")
+        return b"", _fail(ImageInfo(path=path, ok=True), "unreadable",
+                          f"cannot be read ({err.strerror or err})")
+
+
+def _fail(info: ImageInfo, kind: str, message: str) -> ImageInfo:
+    info.ok, info.problem, info.message = False, kind, message
+    return info
+
+
+def _has_end_marker(data: bytes, fmt: str | None) -> bool:
+    # Cameras and editors sometimes pad after the marker; a few trailing NULs are fine.
+    tail = data[-64:].rstrip(b"\x00\r\n ")
+    if fmt == "JPEG" or fmt == "MPO":
+        return tail.endswith(b"\xff\xd9")
+    if fmt == "PNG":
+        return b"IEND" in tail
+    return False  # BMP, GIF, ...: no cheap test, decode (they are rare and fast to decode)
+
+
+def _decode_problem(img) -> str | None:
+    """Decode the pixels; return a message when they are truncated or corrupt."""
+    try:
+        if img.format == "JPEG":
+            # DCT scaling: 1/8 of the IDCT work, but every byte is still entropy-decoded.
+            img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+        img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        text = str(err)
+        if "truncated" in text.lower():
+            return "is truncated: its pixel data stops early (an interrupted download or copy?)"
+        return f"could not be decoded ({text})"
+    return None
+
+
+def _looks_truncated_header(data: bytes, err: Exception) -> bool:
+    starts_like_image = data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n" \
+        or data[:2] == b"BM"
+    return starts_like_image and "runcat" in str(err)
+
+
+def _describe_bytes(data: bytes) -> str:
+    """A short guess at what a non-image file really is, for the error message."""
+    head = data[:512]
+    low = head.lower().lstrip()
+    if low.startswith((b"<!doctype html", b"<html")) or b"<html" in low:
+        return "it is an HTML page (a failed download?)"
+    if low.startswith(b"<?xml") or low.startswith(b"<svg"):
+        return "it is XML/SVG text"
+    if head[:4] == b"%PDF":
+        return "it is a PDF document"
+    if head[:2] == b"PK":
+        return "it is a ZIP archive"
+    try:
+        text = head.decode("utf-8")
+        if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+            return f"it is a text file starting {text[:40]!r}"
+    except UnicodeDecodeError:
+        pass
+    return f"unrecognised bytes {head[:8].hex(' ')}..."
+
+
+def hint_for(kind: str | None) -> str:
+    """What a user should do about an image problem of ``kind``."""
+    return {
+        "missing": "check the path, or remove the row from the dataset",
+        "symlink_loop": "replace the symlink with the real file",
+        "unreadable": "fix the file permissions (chmod a+r) or remove the file",
+        "too_large": "downscale the image (e.g. to 1024 px) before using it",
+        "too_small": "remove the image: it holds no usable detail",
+    }.get(kind or "", "replace the file with a good copy, or remove it from the dataset")
+
+
+def list_image_files(folder) -> list[Path]:
+    """Image files below ``folder`` (recursive, case-insensitive extensions, sorted).
+
+    Hidden files are skipped: macOS copies leave ``._name.jpg`` resource forks beside real
+    images, and they are never images.
+    """
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath) / name)
+    return sorted(found)
