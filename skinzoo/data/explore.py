@@ -342,6 +342,8 @@ def summary_lines(summary: dict, name: str = "dataset") -> list[str]:
         lines.append(f"problems ({_n(total)}): " + ", ".join(
             f"{p['kind']} {_n(p['count'])}" + (f" [{', '.join(p['actions'])}]" if p["actions"] else "")
             for p in summary["problems"]))
+    elif summary.get("images", {}).get("n_unreadable"):
+        lines.append("problems: only the unreadable images above")
     else:
         lines.append("problems: none found")
     if "split" in summary:
@@ -403,14 +405,16 @@ def plot_class_counts(dist: pd.DataFrame):
 
 def plot_images_per_group(groups: dict):
     hist = groups["images_per_group"]
-    fig = _figure(7, 4)
+    names, values = [str(k) for k in sorted(hist) if k < 10], [hist[k] for k in sorted(hist) if k < 10]
+    if max(hist) >= 10:  # patient-level groups can hold hundreds of images: one bar for the tail
+        names.append("10+")
+        values.append(sum(v for k, v in hist.items() if k >= 10))
+    fig = _figure(8, 4)
     ax = fig.subplots()
-    keys = sorted(hist)
-    _bars(ax, [str(k) for k in keys], [hist[k] for k in keys])
+    _bars(ax, names, values)
     ax.set_xlabel("images per group")
     ax.set_ylabel("groups")
-    ax.set_title(f"{groups['n_groups']:,} groups; {groups['multi_image_groups']:,} have several "
-                 "images (keep each group on one side of a split)")
+    ax.set_title(f"{groups['n_groups']:,} groups, {groups['multi_image_groups']:,} with several images")
     return fig
 
 
