@@ -20,8 +20,8 @@ from skinzoo.errors import DataError, UsageError
 
 
 def default_kernel_size(height: int, width: int) -> int:
-    """An odd kernel a little wider than a hair: ~1/25 of the shorter side, at least 3 px."""
-    k = max(3, int(round(min(height, width) / 25)))
+    """An odd kernel wider than a hair and a hair crossing: ~1/15 of the shorter side, 3-31 px."""
+    k = min(31, max(3, int(round(min(height, width) / 15))))
     return k if k % 2 else k + 1
 
 
