@@ -101,6 +101,10 @@ def cli(ctx, seed, verbose, log_level, debug):
 
 
 def main(argv=None):
+    if "--debug" not in (argv if argv is not None else sys.argv):
+        from skinzoo.runtime import filter_native_stderr
+
+        filter_native_stderr()  # the real program only: never inside a test runner's process
     try:
         cli.main(args=argv, prog_name="skinzoo")
     except SkinzooError as err:  # raised outside invoke (e.g. in a callback)

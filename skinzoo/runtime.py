@@ -17,9 +17,60 @@ _NOISE = re.compile(
     r"oneDNN custom operations|cudart_stub|Could not find cuda drivers|cuda_platform|cuInit|"
     r"absl::InitializeLog|cpu_feature_guard|rebuild TensorFlow with the appropriate|"
     r"TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS)|computation placer already registered|"
-    r"This TensorFlow binary is optimized|cuda_executor|cuda_diagnostics|kernel driver does not appear"
+    r"This TensorFlow binary is optimized|cuda_executor|cuda_diagnostics|kernel driver does not appear|"
+    r"oneDNN supports DT_BOOL only|Falling back to the default Eigen|was passed, but will be ignored since"
+    r"|self.data_adapter = data_adapters"
 )
 _TF = None
+
+
+_FILTER_INSTALLED = False
+
+
+def filter_native_stderr() -> None:
+    """For the CLI: route file descriptor 2 through a thread that drops TensorFlow's C++ noise for
+    the whole process (it also logs at the first op, not only at import). Real lines, Python
+    warnings and tracebacks pass through unchanged. Libraries embedding skinzoo never get this."""
+    global _FILTER_INSTALLED
+    if _FILTER_INSTALLED:
+        return
+    import atexit
+    import threading
+
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except (OSError, ValueError):
+        return
+    _FILTER_INSTALLED = True
+
+    def pump():
+        with os.fdopen(read_end, "rb", buffering=0) as source:
+            pending = b""
+            while chunk := source.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                kept = [line for line in lines if not _NOISE.search(line.decode("utf-8", "replace"))]
+                if kept:
+                    os.write(original, b"\n".join(kept) + b"\n")
+            if pending and not _NOISE.search(pending.decode("utf-8", "replace")):
+                os.write(original, pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def drain():
+        try:
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(original, 2)  # closes the pipe's last write end, so the pump sees EOF
+        thread.join(timeout=2)
+
+    atexit.register(drain)
 
 
 def tf():
@@ -28,13 +79,21 @@ def tf():
     if _TF is not None:
         return _TF
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _filtered_stderr():
+    with _filtered_stderr() if not _FILTER_INSTALLED else _nothing():
         import tensorflow
 
         tensorflow.config.list_physical_devices()  # CUDA probing logs here, not at import
     tensorflow.get_logger().setLevel("ERROR")
     _TF = tensorflow
     return tensorflow
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 class _filtered_stderr:

@@ -1,0 +1,86 @@
+"""`skinzoo train`: parse options, hand them to skinzoo.train.fit, print what happened."""
+
+from __future__ import annotations
+
+import click
+
+from skinzoo.config import BALANCES, OPTIMIZERS, PRECISIONS, SCHEDULES, STAGES
+
+# Every option defaults to None ("not given") so a --config file can supply it.
+_OPTIONS = [
+    click.option("--data", type=str, help="Dataset folder or CSV (HAM10000, ISIC 2019, CSV, class folders)."),
+    click.option("--format", "format", type=click.Choice(["auto", "ham10000", "isic2019", "csv", "folders"]),
+                 help="Dataset format [auto]."),
+    click.option("--task", type=click.Choice(["multiclass", "binary"]), help="binary = benign/malignant [multiclass]."),
+    click.option("--image-col", help="Image column of a generic CSV."),
+    click.option("--label-col", help="Label column of a generic CSV."),
+    click.option("--allow-outside-root/--no-allow-outside-root", default=None,
+                 help="Accept CSV paths outside the dataset folder."),
+    click.option("--split-file", type=click.Path(dir_okay=False), help="Reuse a split.csv."),
+    click.option("--val", type=float, help="Validation share [0.15]."),
+    click.option("--test", type=float, help="Test share [0.15]."),
+    click.option("--model", help="Model name (skinzoo models) [compact_resnet]."),
+    click.option("--weights", help="imagenet | none | PATH to a weights/.keras file [model default]."),
+    click.option("--img-size", type=int, help="Input side in pixels [model default]."),
+    click.option("--batch-size", type=int, help="Batch size per replica [model default]."),
+    click.option("--epochs", type=int, help="Epochs [10]."),
+    click.option("--lr", type=float, help="Peak learning rate [model default]."),
+    click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="[adam]"),
+    click.option("--weight-decay", type=float, help="AdamW weight decay [1e-4 with adamw]."),
+    click.option("--clipnorm", type=float, help="Clip gradients to this norm."),
+    click.option("--label-smoothing", type=float, help="[0]"),
+    click.option("--schedule", type=click.Choice(SCHEDULES), help="[warmup-cosine]"),
+    click.option("--warmup-epochs", type=float, help="Warm-up length for warmup-cosine [1]."),
+    click.option("--early-stopping", type=int, help="Patience in epochs; 0 = off [0]."),
+    click.option("--monitor", help="Metric for the best checkpoint [val_balanced_accuracy]."),
+    click.option("--balance", type=click.Choice(BALANCES), help="Class imbalance handling [class-weight]."),
+    click.option("--augment", type=click.Choice(["none", "light", "heavy"]), help="Training augmentation [light]."),
+    click.option("--resize", type=click.Choice(["crop", "pad", "squash"]), help="[crop]"),
+    click.option("--hair-removal/--no-hair-removal", default=None, help="DullRazor hair removal (cached)."),
+    click.option("--cache", type=click.Choice(["auto", "memory", "disk", "none"]), help="Decoded-image cache [auto]."),
+    click.option("--stages", type=click.Choice(STAGES), help="Transfer models: head | finetune | both [head]."),
+    click.option("--finetune-blocks", type=int, help="Blocks to unfreeze when fine-tuning [2]."),
+    click.option("--finetune-epochs", type=int, help="Fine-tuning epochs [--epochs]."),
+    click.option("--finetune-lr", type=float, help="Fine-tuning learning rate [lr/10]."),
+    click.option("--embed-views", type=int, help="Augmented views per image for the embedding cache [1]."),
+    click.option("--gpus", help="N | all | 0 [all]."),
+    click.option("--precision", type=click.Choice(PRECISIONS), help="[auto: mixed_float16 on GPU, float32 on CPU]"),
+    click.option("--cpu-replicas", type=int, help="Testing: mirror over N logical CPU devices."),
+    click.option("--worker-hosts", help="Multi-worker: host:port,host:port (same list on every host)."),
+    click.option("--worker-index", type=int, help="Multi-worker: this host's index in --worker-hosts."),
+    click.option("--seed", type=int, help="Seed for every RNG (op determinism on) [0]."),
+    click.option("--out", type=click.Path(file_okay=False), help="Where run directories go [runs]."),
+    click.option("--tensorboard/--no-tensorboard", default=None, help="Write TensorBoard logs [on]."),
+]
+
+
+def _with_options(func):
+    for option in reversed(_OPTIONS):
+        func = option(func)
+    return func
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with any of the options.")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue a killed/interrupted run.")
+@click.option("--overfit-batch", is_flag=True, default=None, help="Sanity check: can the model fit one batch?")
+@_with_options
+@click.pass_context
+def train(ctx, config_file, resume, **options):
+    """Train a model; writes runs/<date>-<model>-<id>/.
+
+    \b
+    Examples:
+      skinzoo train --data demo/
+      skinzoo train --data HAM10000/ --model resnet152 --gpus 2
+      skinzoo train --data HAM10000/ --model efficientnetb0 --weights imagenet --balance smote
+      skinzoo train --config runs/X/config.toml
+      skinzoo train --resume runs/X
+    """
+    from skinzoo.train.fit import config_from_sources, train as run_training
+
+    if options.get("seed") is None and (ctx.obj or {}).get("seed") is not None:
+        options["seed"] = ctx.obj["seed"]
+    config, run = config_from_sources(config_file, options, resume)
+    quiet = (ctx.obj or {}).get("quiet")
+    run_training(config, run=run, echo=(lambda *_: None) if quiet else click.echo)

@@ -1,0 +1,222 @@
+"""Training callbacks that make a run resumable and lose nothing.
+
+Order matters and is fixed by :func:`standard_callbacks`: at the end of an epoch the history row is
+written first, then the best checkpoint, then the resume backup. A kill between two of them is
+harmless: on resume, history rows at or after the backup's epoch are dropped (the epoch is
+trained again), so every epoch appears exactly once.
+
+An epoch cut short (NaN loss, Ctrl-C) is *aborted*: it writes no history row, no checkpoint and
+no backup, so the last good state stays on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from skinzoo.fileio import atomic_path, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _aborted(model) -> bool:
+    return getattr(model, "_skinzoo_abort", None) is not None
+
+
+def backup_epoch(backup_dir: str | Path) -> int:
+    """Epochs completed according to the resume backup (0 when there is none)."""
+    meta = Path(backup_dir) / "training_metadata.json"
+    if not meta.exists():
+        return 0
+    try:
+        return int(json.loads(meta.read_text())["epoch"])
+    except (ValueError, KeyError, json.JSONDecodeError):
+        return 0
+
+
+class HistoryLogger(keras.callbacks.Callback):
+    """history.csv, one row per finished epoch, rewritten atomically each epoch."""
+
+    def __init__(self, path, initial_epoch: int = 0, offset: int = 0, stage: str | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.initial_epoch = initial_epoch
+        self.offset = offset  # epochs of earlier stages, so a two-stage history counts on
+        self.stage = stage
+        self.rows: list[dict] = []
+
+    def on_train_begin(self, logs=None):
+        self.rows = []
+        if self.path.exists():
+            old = pd.read_csv(self.path)
+            keep = old["epoch"] < self.offset + self.initial_epoch if "epoch" in old else old.index < 0
+            self.rows = old[keep].to_dict("records")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _aborted(self.model):
+            return
+        row = {"epoch": self.offset + epoch}
+        if self.stage:
+            row["stage"] = self.stage
+        row["lr"] = _current_lr(self.model)
+        row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False))
+
+
+def _current_lr(model) -> float:
+    try:
+        lr = model.optimizer.learning_rate
+        return float(keras.ops.convert_to_numpy(lr))
+    except Exception:  # an optimizer without a readable rate must not stop training
+        return float("nan")
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Best model on the monitored metric (atomic ``best.keras``) + resumable early stopping.
+
+    Early stopping restores the best weights at the end; its state (best value, patience used)
+    lives in ``state.json`` so that a resumed run stops at the same point an uninterrupted one would.
+    """
+
+    def __init__(self, model_path, state_path, monitor, mode="max", patience=0,
+                 restore_best=True, write=True):
+        super().__init__()
+        self.model_path = Path(model_path)
+        self.state_path = Path(state_path)
+        self.monitor = monitor
+        self.mode = mode
+        self.patience = patience
+        self.restore_best = restore_best
+        self.write = write  # False on non-chief workers
+        self.best = None
+        self.best_epoch = None
+        self.wait = 0
+        self._best_weights = None
+
+    def _better(self, value) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_train_begin(self, logs=None):
+        if self.state_path.exists():
+            state = json.loads(self.state_path.read_text())
+            self.best, self.best_epoch, self.wait = state.get("best"), state.get("best_epoch"), state.get("wait", 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _aborted(self.model):
+            return
+        logs = logs or {}
+        if self.monitor not in logs:
+            from skinzoo.errors import UsageError
+
+            raise UsageError(f"--monitor {self.monitor} is not a logged metric",
+                             f"choose one of: {', '.join(sorted(logs))}")
+        value = float(logs[self.monitor])
+        if math.isfinite(value) and self._better(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self._best_weights = self.model.get_weights() if self.restore_best else None
+            if self.write:
+                with atomic_path(self.model_path) as tmp:
+                    self.model.save(tmp)
+        else:
+            self.wait += 1
+            if self.patience and self.wait >= self.patience:
+                log.info("early stopping: %s has not improved for %d epochs (best %.4f at epoch %d)",
+                         self.monitor, self.wait, self.best, self.best_epoch + 1)
+                self.model.stop_training = True
+        if self.write:
+            write_json_atomic(self.state_path, {"best": self.best, "best_epoch": self.best_epoch,
+                                                "wait": self.wait, "monitor": self.monitor,
+                                                "epochs_done": epoch + 1})
+
+    def on_train_end(self, logs=None):
+        if not self.restore_best:
+            return
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
+        elif self.model_path.exists() and self.best is not None:
+            self.model.load_weights(self.model_path)  # resumed run: best epoch was before the crash
+
+
+class SafeBackup(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore that keeps two generations and never backs up an aborted epoch."""
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _aborted(self.model):
+            super().on_epoch_end(epoch, logs)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops at the first non-finite training loss and marks the epoch aborted."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model._skinzoo_abort = ("nan", self.epoch, batch)
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+class InterruptHandler(keras.callbacks.Callback):
+    """First Ctrl-C: finish the current batch, keep the last epoch's backup, stop. Second: abort."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+        self._previous = None
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("\ninterrupt: stopping after this batch (press Ctrl-C again to abort now)")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested and not _aborted(self.model):
+            self.model._skinzoo_abort = ("interrupt", getattr(self, "epoch", 0), batch)
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_end(self, logs=None):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+class EpochPrinter(keras.callbacks.Callback):
+    """One readable line per epoch (Keras' progress bar is noise in logs and CI)."""
+
+    def __init__(self, epochs: int, offset: int = 0, echo=print):
+        super().__init__()
+        self.epochs, self.offset, self.echo = epochs, offset, echo
+
+    def on_epoch_end(self, epoch, logs=None):
+        if _aborted(self.model):
+            return
+        logs = logs or {}
+        keys = [k for k in ("loss", "accuracy", "balanced_accuracy", "auc", "val_loss", "val_accuracy",
+                            "val_balanced_accuracy", "val_auc", "val_sensitivity", "val_specificity")
+                if k in logs]
+        parts = " ".join(f"{k}={float(logs[k]):.4f}" for k in keys)
+        self.echo(f"epoch {self.offset + epoch + 1}/{self.offset + self.epochs}  {parts}")

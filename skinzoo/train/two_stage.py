@@ -1,0 +1,152 @@
+"""Two-stage transfer learning: embed once, train the head on embeddings, assemble.
+
+With a frozen backbone, recomputing it every epoch is pure waste (the notebooks' 15–30 min
+epochs). Stage 1 computes each training/validation image's pooled backbone embedding once (K
+augmented views per training image if asked), caches them on disk, optionally rebalances the
+training embeddings with SMOTE / SMOTE-Tomek / SMOTE-ENN (the one place SMOTE is meaningful for
+images), and trains the head alone (seconds per epoch). The head's weights are then copied by layer
+name into the full model, which is an ordinary Keras model like any other in the zoo.
+
+The cache key covers the model name, a fingerprint of the backbone's actual weights, the input
+size, resize mode, hair removal, the view (augmentation seed) and every image file's path, size
+and modification time, so a stale embedding is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+EMBEDDING_CACHE_VERSION = 1
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of every weight of ``model`` (cheap next to computing embeddings)."""
+    digest = hashlib.sha1()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def embedding_cache_key(model_name, fingerprint, img_size, resize, hair_removal, view, augment, paths) -> str:
+    digest = hashlib.sha1()
+    digest.update(repr((EMBEDDING_CACHE_VERSION, model_name, fingerprint, img_size, resize,
+                        hair_removal, view, augment)).encode())
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def compute_embeddings(extractor, paths, img_size, batch_size, resize="crop", hair_removal=False,
+                       view=0, augment="none", seed=0, cache_dir=None, model_name="model",
+                       fingerprint=None, echo=print) -> np.ndarray:
+    """Embeddings (N, D) for ``paths`` in order; view 0 is un-augmented, view v > 0 augmented."""
+    from skinzoo.data.pipeline import make_array_dataset, load_images
+
+    cache_file = None
+    if cache_dir is not None:
+        fingerprint = fingerprint or weights_fingerprint(extractor)
+        key = embedding_cache_key(model_name, fingerprint, img_size, resize, hair_removal, view,
+                                  augment if view else "none", paths)
+        cache_file = Path(cache_dir) / f"{key}.npy"
+        if cache_file.exists():
+            return np.load(cache_file, allow_pickle=False)
+    chunks = []
+    chunk = 512  # bounded memory: decode, embed and drop images chunk by chunk
+    for start in range(0, len(paths), chunk):
+        images = load_images(paths[start:start + chunk], img_size, resize=resize, hair_removal=hair_removal)
+        if view:
+            ds = make_array_dataset(images, None, None, batch_size=batch_size, training=False,
+                                    augment=augment, seed=seed + 1000 * view, force_augment=True)
+        else:
+            ds = images
+        chunks.append(extractor.predict(ds, batch_size=batch_size, verbose=0))
+    embeddings = np.concatenate(chunks).astype(np.float32)
+    if cache_file is not None:
+        from skinzoo.fileio import atomic_path
+
+        with atomic_path(cache_file) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, embeddings, allow_pickle=False)
+    return embeddings
+
+
+def train_head(p, echo=print):
+    """Stage 1 for a run (``Prepared`` from skinzoo.train.fit): returns the assembled full model."""
+    from skinzoo.data import balance
+    from skinzoo.models.transfer import copy_head_weights, feature_extractor, freeze_backbone, head_model
+    from skinzoo.train import callbacks as cb
+    from skinzoo.train.fit import build_for_training, make_loss, make_optimizer, summary_lines
+    from skinzoo.train.metrics import monitor_mode, training_metrics
+    from skinzoo.train.schedules import make_schedule
+
+    c = p.config
+    k = len(p.classes)
+    with p.strategy.strategy.scope():
+        full = build_for_training(p, k)
+        freeze_backbone(full)
+    extractor = feature_extractor(full)
+    for line in summary_lines(p, full):
+        echo(line)
+    cache_dir = Path(c.out) / ".cache" / "embeddings"
+    fingerprint = weights_fingerprint(extractor)
+    common = dict(img_size=p.img_size, batch_size=p.global_batch, resize=c.resize,
+                  hair_removal=c.hair_removal, cache_dir=cache_dir, model_name=c.model,
+                  fingerprint=fingerprint, seed=c.seed)
+    train_paths, train_labels = p.subset("train")
+    val_paths, val_labels = p.subset("val")
+    echo(f"stage 1: embedding {len(train_paths)} train x {c.embed_views} view(s) + {len(val_paths)} "
+         f"val images once (cache: {cache_dir})")
+    x_train = np.concatenate([
+        compute_embeddings(extractor, train_paths, view=v, augment=c.augment, **common)
+        for v in range(c.embed_views)])
+    y_train = np.tile(train_labels, c.embed_views)
+    x_val = compute_embeddings(extractor, val_paths, **common)
+
+    weights = None
+    if c.balance in ("smote", "smote-tomek", "smote-enn"):
+        before = np.bincount(y_train, minlength=k)
+        x_train, y_train = balance.resample_features(x_train, y_train, method=c.balance, seed=c.seed)
+        echo(f"{c.balance} on training embeddings: {before.tolist()} -> "
+             f"{np.bincount(y_train, minlength=k).tolist()} (validation untouched)")
+    elif c.balance in ("class-weight", "oversample"):
+        weights = balance.sample_weights_for(y_train, k)  # oversampling == weighting for a head
+
+    from skinzoo.data.pipeline import encode_targets
+
+    with p.strategy.strategy.scope():
+        head = head_model(x_train.shape[1], k, dense=tuple(c.dense), dropout=c.dropout)
+        steps = max(1, len(x_train) // p.global_batch)
+        schedule = make_schedule(c.schedule, p.lr, steps, c.epochs, c.warmup_epochs)
+        head.compile(optimizer=make_optimizer(c, schedule), loss=make_loss(k, c.label_smoothing),
+                     metrics=training_metrics(k))
+    best = cb.BestCheckpoint(p.run.path / ".head_best.keras", p.run.path / ".head_state.json",
+                             c.monitor, mode=monitor_mode(c.monitor), patience=c.early_stopping,
+                             write=False)
+    callbacks = [cb.NaNGuard(), cb.HistoryLogger(p.run.history, stage="head"), best,
+                 cb.EpochPrinter(c.epochs, 0, echo)]
+    fit_args = (x_train, encode_targets(y_train, k))
+    rng = np.random.default_rng(c.seed)
+    order = rng.permutation(len(x_train))  # seeded order; Keras reshuffles from it each epoch
+    head.fit(fit_args[0][order], fit_args[1][order],
+             sample_weight=None if weights is None else weights[order],
+             validation_data=(x_val, encode_targets(val_labels, k)), epochs=c.epochs,
+             batch_size=p.global_batch, callbacks=callbacks, verbose=0, shuffle=True)
+    from skinzoo.train.fit import raise_if_aborted
+
+    raise_if_aborted(head, p, p.lr)
+    copy_head_weights(head, full)
+    if p.strategy.is_chief:
+        from skinzoo.fileio import atomic_path, write_json_atomic
+
+        with atomic_path(p.run.best_model) as tmp:
+            full.save(tmp)
+        write_json_atomic(p.run.state, {"best": best.best, "best_epoch": best.best_epoch,
+                                        "monitor": c.monitor, "stage": "head"})
+    return full
