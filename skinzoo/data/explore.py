@@ -234,7 +234,9 @@ def split_class_counts(labels: pd.Series, split: pd.Series, classes: list[str]) 
         raise DataError(f"the split has no side for {missing} image(s) of the dataset",
                         "make a split file for this dataset with `skinzoo data split`")
     seen = list(pd.unique(split.astype(str)))
-    columns = [s for s in SPLIT_ORDER if s in seen] + sorted(s for s in seen if s not in SPLIT_ORDER)
+    others = sorted((s for s in seen if s not in SPLIT_ORDER),  # fold numbers in numeric order
+                    key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else 0, s))
+    columns = [s for s in SPLIT_ORDER if s in seen] + others
     return label_crosstab(labels, split.astype(str), list(classes), columns=columns)
 
 
@@ -529,7 +531,9 @@ def plot_image_sizes(headers: pd.DataFrame):
         values = ok[col].astype(float).to_numpy()
         if len(values) and values.min() == values.max():
             # one value: a single labelled bar reads better than a histogram with empty bins
-            ax.bar([f"{values[0]:.3g}"], [len(values)], color="#4c72b0", width=0.4)
+            ax.bar([0], [len(values)], color="#4c72b0", width=0.4)
+            ax.set_xticks([0], [f"{values[0]:.3g}"])
+            ax.set_xlim(-1, 1)
         else:
             ax.hist(values, bins=min(40, max(5, len(np.unique(values)))), color="#4c72b0",
                     edgecolor="white")

@@ -276,3 +276,78 @@ def test_default_out_dir_is_in_the_working_directory_not_the_data(tmp_path, synt
     csv = default_out_dir(synth_dir / "HAM10000_metadata.csv", cwd=tmp_path)
     assert csv.name == "explore-HAM10000_metadata"
     assert synth_dir.resolve() not in out.resolve().parents
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def run_cli(*args):
+    from click.testing import CliRunner
+    from skinzoo_cli.main import cli
+
+    return CliRunner().invoke(cli, ["data", "explore", *map(str, args)])
+
+
+def test_command_on_ham_layout_with_split_file(synth_dir, tmp_path):
+    from skinzoo.data.sources import load_dataset
+    from skinzoo.data.splits import make_split, write_split_file
+
+    table = load_dataset(synth_dir).table
+    write_split_file(table, make_split(table, seed=1), tmp_path / "split.csv")
+    result = run_cli(synth_dir, "--out", tmp_path / "out", "--split-file", tmp_path / "split.csv")
+    assert result.exit_code == 0, result.output
+
+    meta = pd.read_csv(synth_dir / "HAM10000_metadata.csv")
+    counts = meta["dx"].value_counts()
+    for dx, n in counts.items():
+        assert f"{dx} {n:,} ({n / len(meta):.1%})" in result.output
+    assert f"groups: {meta['lesion_id'].nunique():,};" in result.output
+    # check_dataset reports a missing-metadata problem per column that has "unknown" values
+    has_unknown_site = bool((meta["localization"] == "unknown").any())
+    assert ("missing_metadata 1 [kept]" in result.output) == has_unknown_site
+    assert sorted(p.stem for p in (tmp_path / "out").glob("*.png")) == sorted(PLOTS)
+
+    import json
+
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    stored = pd.read_csv(tmp_path / "split.csv")
+    for side in ("train", "val", "test"):
+        assert saved["split"][side] == dict(Counter(stored.loc[stored["split"] == side, "label"]))
+
+
+def test_command_on_class_folders_shows_check_problems_and_writes_to_cwd(class_folder, tmp_path,
+                                                                         monkeypatch):
+    before = sorted(p.name for p in class_folder.rglob("*"))
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(class_folder)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / f"explore-{class_folder.name}"
+    assert sorted(p.stem for p in out.glob("*.png")) == ["class_counts", "image_sizes"]
+    assert sorted(p.name for p in class_folder.rglob("*")) == before  # nothing written to the data
+    assert "alpha 6 (46.2%), beta 5 (38.5%), gamma 2 (15.4%)" in result.output
+    assert "not_image 1 [skipped]" in result.output  # from check_dataset: broken.png
+    page = (out / "explore.html").read_text()
+    assert "broken.png" in page and "not_image" in page
+
+
+def test_command_uses_train_val_folders_as_the_split(tmp_path):
+    root = tmp_path / "folders"
+    sizes = {("train", "a"): 3, ("train", "b"): 2, ("val", "a"): 1, ("val", "b"): 2}
+    for (side, label), n in sizes.items():
+        (root / side / label).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (16, 12), (i * 40, 90, 20)).save(root / side / label / f"{i}.png")
+    result = run_cli(root, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "split: train 5, val 3" in result.output
+    assert (tmp_path / "out" / "split_counts.png").exists()
+
+
+def test_command_errors_are_one_line_with_a_hint(tmp_path, synth_dir):
+    missing = run_cli(tmp_path / "nope", "--out", tmp_path / "out")
+    assert missing.exit_code == DataError.exit_code
+    assert "error: dataset path" in missing.output and "hint:" in missing.output
+    bad_split = tmp_path / "split.csv"
+    bad_split.write_text("image_id,split\nISIC_0024306,train\n")
+    result = run_cli(synth_dir, "--out", tmp_path / "out", "--split-file", bad_split)
+    assert result.exit_code == DataError.exit_code, result.output
+    assert "error:" in result.output and "Traceback" not in result.output
