@@ -5,10 +5,10 @@ images of one lesion, and a split that separates them scores the model on pictur
 already seen. Within that constraint each class is spread over the splits in proportion.
 
 The assignment is a seeded greedy one (scikit-learn's ``StratifiedGroupKFold`` only makes equal
-folds, not 70/15/15): groups are visited rarest class first, in seeded random order, each goes to the
-split whose per-class quota it helps most, and a split that has no group of a class yet gets
-the first ones offered. So a class with at least as many groups as there are splits appears in
-every split; a class with fewer raises ``DataError`` naming it.
+folds, not 70/15/15): first every side gets a small group of each class it lacks (rarest
+class first, the smallest group to the smallest side), then the other groups, in seeded random
+order, each go to the side whose per-class quota they help most. So a class with at least as many groups as there are sides
+appears on every side; a class with fewer raises ``DataError`` naming it.
 """
 
 from __future__ import annotations
@@ -100,9 +100,22 @@ def _assign_groups(table: pd.DataFrame, fractions: list[float], seed: int, what:
     rarity = np.where(counts > 0, groups_per_class[None, :], np.inf).min(axis=1)
     order = order[np.argsort(rarity[order], kind="stable")]
     current = np.zeros_like(target)
-    side_of_group = np.empty(len(groups), dtype=int)
+    side_of_group = np.full(len(groups), -1)
+    sizes = counts.sum(axis=1)
+    # Seeds: each side first gets the smallest group of each class it lacks, so the guarantee
+    # "every class on every side" costs few images and leaves the big groups to the quotas.
+    for c in np.argsort(groups_per_class, kind="stable"):
+        free = [g for g in order if counts[g, c] > 0 and side_of_group[g] < 0]
+        free.sort(key=lambda g: sizes[g])
+        for side in np.argsort(fractions, kind="stable"):  # smallest side gets smallest group
+            if current[side, c] == 0 and free:
+                g = free.pop(0)
+                side_of_group[g] = side
+                current[side] += counts[g]
     jitter = rng.random((len(groups), n_sides)) * 1e-9  # seeded tie-breaking
     for g in order:
+        if side_of_group[g] >= 0:
+            continue
         v = counts[g]
         present = v > 0
         missing = ((current[:, present] == 0) & (target[:, present] > 0)).any(axis=1)
