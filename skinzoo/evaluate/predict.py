@@ -1,0 +1,440 @@
+"""Models and images in, class probabilities out: loading a model safely, finding its class
+names, assembling its inputs, test-time augmentation, and per-file error handling for predict.
+
+A model is given as a run directory (``best.keras`` + ``classes.json`` + optional
+``calibration.json`` / ``threshold.json``) or as a ``.keras`` file a user brings. Files are
+loaded with ``safe_mode=True``: a Lambda layer carrying Python code is refused unless the user
+says ``--unsafe``, because loading it would run that code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skinzoo.errors import DataError, ModelError, UsageError
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+# Dihedral views: flips first (valid for any shape), then the rotations (square images only).
+TTA_VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_model_file(path, unsafe: bool = False):
+    """``keras.models.load_model(path, safe_mode=not unsafe)`` with every failure a ModelError."""
+    from skinzoo.runtime import tf
+
+    tf()
+    import keras
+
+    _register_custom_layers()
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist", "check the path")
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not a model file",
+                         "pass a run directory made by `skinzoo train`, or a .keras file")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelError(f"{path} is not a Keras model file (expected .keras or .h5)",
+                         "save models with model.save('model.keras')")
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as err:  # noqa: BLE001 - keras raises ValueError/OSError/zip errors/...
+        text = str(err)
+        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
+            raise ModelError(f"{path} contains a Lambda layer with Python code, which is not "
+                             "loaded by default (loading it runs that code)",
+                             "pass --unsafe only if you trust where the file came from") from None
+        first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+        raise ModelError(f"cannot load {path} as a Keras model: {first}",
+                         "the file is damaged, not a model, or needs custom layers this version "
+                         "of skinzoo does not define; re-save it with model.save('x.keras')") from None
+
+
+def _register_custom_layers():
+    # skinzoo's own layers register themselves on import; a model file may use them.
+    try:
+        import skinzoo.models.layers  # noqa: F401
+    except ImportError:
+        pass
+
+
+@dataclass
+class LoadedModel:
+    """A model with everything needed to use it on images."""
+
+    model: object
+    classes: list[str]
+    img_size: tuple[int, int]
+    resize: str = "crop"
+    task: str = "multiclass"
+    source: Path | None = None
+    run: object | None = None  # skinzoo.train.run.RunDir when loaded from a run
+    temperature: float = 1.0
+    threshold: dict | None = None  # threshold.json contents (binary runs)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def name(self) -> str:
+        return self.run.path.name if self.run is not None else Path(self.source).stem
+
+
+def output_width(model) -> int:
+    """Number of classes the model separates (2 for a single sigmoid unit)."""
+    width = int(model.outputs[0].shape[-1])
+    return 2 if width == 1 else width
+
+
+def parse_classes(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--classes has repeated names: {text}", "list each class once")
+    return names
+
+
+def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs",
+                  calibrated: bool = True) -> LoadedModel:
+    """A run directory, a model file, or (``spec=None``) the latest run under ``runs_root``."""
+    from skinzoo.train.run import RunDir, find_latest_run
+
+    classes = parse_classes(classes) if isinstance(classes, str) else classes
+    if spec is None:
+        run = find_latest_run(runs_root)
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise UsageError(f"{path} does not exist", "pass a run directory or a .keras model file")
+        run = RunDir(path) if path.is_dir() else None
+        if run is None and RunDir(path.parent).is_run():
+            run = RunDir(path.parent)  # a model file inside a run: use the run's class names
+    info = run.read_info() if run is not None else {}
+    model_path = run.model_file() if (spec is None or Path(spec).is_dir()) else Path(spec)
+    model = load_model_file(model_path, unsafe=unsafe)
+    k = output_width(model)
+    notes = []
+    if classes is None:
+        classes = info.get("classes")
+    if classes is None:
+        classes = [f"class_{i}" for i in range(k)]
+        notes.append(f"no class names known for {model_path.name}: using class_0..class_{k - 1} "
+                     "(pass --classes a,b,c)")
+    if len(classes) != k:
+        raise UsageError(f"{len(classes)} class names ({', '.join(classes)}) for a model with "
+                         f"{k} classes", f"pass --classes with exactly {k} names in training order")
+    img_size = _model_image_size(model, info)
+    task = info.get("task") or ("binary" if list(classes) == ["benign", "malignant"] else "multiclass")
+    loaded = LoadedModel(model, list(classes), img_size, info.get("resize", "crop"), task,
+                         model_path, run, notes=notes)
+    if run is not None:
+        if calibrated and run.calibration.exists():
+            loaded.temperature = float(_read_json(run.calibration)["temperature"])
+        if run.threshold.exists():
+            loaded.threshold = _read_json(run.threshold)
+    return loaded
+
+
+def _model_image_size(model, info) -> tuple[int, int]:
+    from skinzoo.evaluate.gradcam import image_input_index
+
+    shape = model.inputs[image_input_index(model)].shape
+    if shape[1] is not None and shape[2] is not None:
+        return int(shape[1]), int(shape[2])
+    size = info.get("img_size") or 224
+    return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+
+
+def _read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {path}: {err}", "delete the file and re-create it") from None
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def parse_meta(text: str | None) -> dict[str, list[float]]:
+    """``"age=55,site=3"`` -> ``{"age": [55.0], "site": [3.0]}``; vectors as ``name=1:0:0``."""
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = [float(v) for v in value.split(":")]
+        except ValueError:
+            raise UsageError(f"--meta item {item!r} is not name=number",
+                             "write e.g. --meta age=55,sex=1 (vectors as name=1:0:0)") from None
+    return out
+
+
+def model_inputs(model, images, meta: dict | None = None, warn: bool = True) -> list[np.ndarray]:
+    """The list of arrays ``model`` takes: ``images`` for the image input, and for each other
+    input (e.g. metadata) the ``meta`` values named after that input, or zeros with a warning."""
+    from skinzoo.evaluate.gradcam import image_input_index
+
+    meta = dict(meta or {})
+    img_i = image_input_index(model)
+    n = len(images)
+    arrays = []
+    for i, t in enumerate(model.inputs):
+        if i == img_i:
+            arrays.append(np.asarray(images, np.float32))
+            continue
+        name = t._keras_history.operation.name if hasattr(t, "_keras_history") else f"input_{i}"
+        shape = tuple(d or 1 for d in t.shape[1:])
+        width = int(np.prod(shape))
+        if name in meta:
+            values = np.asarray(meta.pop(name), np.float32)
+            if values.size == 1:
+                values = np.full(width, values.item(), np.float32)
+            if values.size != width:
+                raise UsageError(f"--meta {name} has {values.size} value(s); input '{name}' takes {width}",
+                                 f"give {width} values separated by ':'")
+            arrays.append(np.broadcast_to(values.reshape(shape), (n, *shape)).copy())
+        else:
+            if warn:
+                log.warning("warning: the model's extra input '%s' %s is filled with zeros "
+                            "(pass --meta %s=...)", name, shape, name)
+            arrays.append(np.zeros((n, *shape), np.float32))
+    if meta:
+        names = [t._keras_history.operation.name for i, t in enumerate(model.inputs) if i != img_i]
+        raise UsageError(f"--meta names unknown input(s): {', '.join(meta)}",
+                         "the model's non-image inputs are: " + (", ".join(names) or "none"))
+    return arrays
+
+
+def tta_views(images, n: int) -> list[np.ndarray]:
+    """``n`` dihedral views of ``(N, H, W, C)`` images (identity first)."""
+    images = np.asarray(images)
+    square = images.shape[1] == images.shape[2]
+    available = TTA_VIEWS if square else TTA_VIEWS[:4]
+    if not 1 <= n <= len(available):
+        raise UsageError(f"--tta {n} is out of range", f"use 1..{len(available)} views"
+                         + ("" if square else " (rotations need square images)"))
+    ops = {
+        "identity": lambda x: x,
+        "hflip": lambda x: x[:, :, ::-1],
+        "vflip": lambda x: x[:, ::-1],
+        "rot180": lambda x: x[:, ::-1, ::-1],
+        "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
+        "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
+        "transpose": lambda x: x.transpose(0, 2, 1, 3),
+        "antitranspose": lambda x: np.rot90(x, 2, axes=(1, 2)).transpose(0, 2, 1, 3),
+    }
+    return [np.ascontiguousarray(ops[name](images)) for name in available[:n]]
+
+
+def predict_view_probs(model, images, meta=None, batch_size: int = 32, tta: int = 1,
+                       warn: bool = True) -> np.ndarray:
+    """``(V, N, K)`` uncalibrated class probabilities (K >= 2), one slice per TTA view."""
+    from skinzoo.evaluate.metrics import as_class_probs
+
+    images = np.asarray(images, np.float32)
+    if len(images) == 0:
+        return np.zeros((tta, 0, output_width(model)))
+    views = []
+    for i, view in enumerate(tta_views(images, tta)):
+        inputs = model_inputs(model, view, meta, warn=warn and i == 0)
+        out = model.predict(inputs if len(inputs) > 1 else inputs[0], batch_size=batch_size, verbose=0)
+        views.append(as_class_probs(out[0] if isinstance(out, (list, tuple)) else out))
+    return np.stack(views)
+
+
+def predict_probs(model, images, meta=None, batch_size: int = 32, tta: int = 1,
+                  temperature: float = 1.0, warn: bool = True) -> np.ndarray:
+    """``(N, K)`` class probabilities averaged over ``tta`` views, then temperature-scaled."""
+    from skinzoo.evaluate.calibration import apply_temperature
+
+    views = predict_view_probs(model, images, meta, batch_size, tta, warn)
+    return apply_temperature(views.mean(axis=0), temperature)
+
+
+# --- image files -----------------------------------------------------------------------------
+
+
+def collect_image_paths(items) -> tuple[list[str], dict[str, str]]:
+    """Files and folders (searched recursively) -> image paths, plus errors for bad items."""
+    from skinzoo.data.images import list_image_files
+
+    paths, errors = [], {}
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = list_image_files(p)
+            if not found:
+                errors[str(p)] = "folder holds no .jpg/.jpeg/.png/.bmp images"
+            paths.extend(str(f) for f in found)
+        elif p.exists():
+            paths.append(str(p))
+        else:
+            errors[str(p)] = "no such file"
+    return paths, errors
+
+
+def load_images_tolerant(paths, img_size, resize: str = "crop") -> tuple[np.ndarray, list[str], dict]:
+    """Decode what can be decoded: ``(images, ok_paths, {bad_path: message})``.
+
+    Each file is screened first (cheap header check), then the good ones are decoded together with
+    the pipeline's own decode + resize; if that still fails, files are retried one by one.
+    """
+    from skinzoo.data.images import inspect_image
+    from skinzoo.data.pipeline import image_hw, load_images
+
+    errors = {}
+    ok = []
+    for p in paths:
+        info = inspect_image(p)
+        if info.ok:
+            ok.append(p)
+        else:
+            errors[p] = info.message or info.problem or "unreadable"
+    try:
+        images = load_images(ok, img_size, resize=resize)
+        return images, ok, errors
+    except DataError:
+        pass
+    kept, arrays = [], []
+    for p in ok:
+        try:
+            arrays.append(load_images([p], img_size, resize=resize))
+            kept.append(p)
+        except DataError as err:
+            errors[p] = err.message
+    h, w = image_hw(img_size)
+    images = np.concatenate(arrays) if arrays else np.zeros((0, h, w, 3), np.float32)
+    return images, kept, errors
+
+
+@dataclass
+class Prediction:
+    path: str
+    probs: np.ndarray | None = None
+    error: str | None = None
+
+
+def predict_paths(loaded: LoadedModel, paths, batch_size: int = 32, tta: int = 1, meta=None,
+                  chunk: int | None = None) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """``(views (V, N, K) uncalibrated, ok_paths, {bad_path: message})`` for image files.
+
+    Images are decoded and predicted ``chunk`` at a time (default ``8 * batch_size``), so a
+    folder of 100,000 images never has to fit in memory.
+    """
+    chunk = chunk or max(batch_size * 8, 1)
+    views, kept, errors = [], [], {}
+    for start in range(0, len(paths), chunk):
+        images, ok, bad = load_images_tolerant(paths[start:start + chunk], loaded.img_size,
+                                               loaded.resize)
+        errors.update(bad)
+        if ok:
+            views.append(predict_view_probs(loaded.model, images, meta, batch_size, tta,
+                                            warn=not kept))
+            kept.extend(ok)
+    k = loaded.num_classes
+    return (np.concatenate(views, axis=1) if views else np.zeros((tta, 0, k))), kept, errors
+
+
+def predict_files(loaded: LoadedModel, items, batch_size: int = 32, tta: int = 1,
+                  meta=None) -> list[Prediction]:
+    """One :class:`Prediction` per image or bad item, in input order; a bad file never stops the rest."""
+    from skinzoo.evaluate.calibration import apply_temperature
+
+    paths, errors = collect_image_paths(items)
+    views, ok, bad = predict_paths(loaded, paths, batch_size, tta, meta)
+    errors.update(bad)
+    probs = apply_temperature(views.mean(axis=0), loaded.temperature) if len(ok) else []
+    results = dict(zip(ok, probs, strict=True))
+    listed = set(paths)
+    return [Prediction(p, error=e) for p, e in errors.items() if p not in listed] + \
+        [Prediction(p, probs=results[p]) if p in results else Prediction(p, error=errors[p])
+         for p in paths]
+
+
+# --- evaluation data -------------------------------------------------------------------------
+
+
+@dataclass
+class EvalSet:
+    """Images and true labels of one split, with a description of where they came from."""
+
+    paths: list[str]
+    labels: np.ndarray
+    split: str
+    source: str
+    split_file: Path | None = None
+
+
+def eval_table(loaded: LoadedModel, data=None):
+    """A table with ``path``, ``label``, ``split`` (NaN where unknown) for this model.
+
+    No ``data``: the run's own ``split.csv``. With ``data``: that dataset, with the run's split
+    applied when the run was trained on it (same image ids), otherwise no split (external data).
+    """
+
+    run = loaded.run
+    if data is None:
+        if run is None or not run.split.exists():
+            raise UsageError("no data to evaluate on: this model has no run split.csv",
+                             "pass --data DATASET (and --classes if the model has no classes.json)")
+        from skinzoo.data.sources import read_csv_table
+
+        table = read_csv_table(run.split)
+        missing = [c for c in ("path", "label", "split") if c not in table.columns]
+        if missing:
+            raise DataError(f"{run.split} has no {', '.join(missing)} column",
+                            "pass --data DATASET to evaluate on the dataset itself")
+        return table[["path", "label", "split"]].copy(), f"{run.split}"
+    from skinzoo.data.sources import load_dataset
+
+    ds = load_dataset(data, task=loaded.task)
+    table = ds.table.copy()
+    table["split"] = np.nan
+    if run is not None and run.split.exists():
+        from skinzoo.data.splits import read_split_file
+
+        try:
+            table["split"] = read_split_file(run.split, table, allow_missing=True).astype(str)
+        except DataError as err:
+            log.info("note: %s is not the run's training data (%s); evaluating all of it",
+                     data, err.message)
+    return table[["path", "label", "split"]].copy(), str(data)
+
+
+def select_split(table, source: str, classes, split: str | None) -> EvalSet:
+    """Rows of ``split`` (``None`` = test when the table has a split, else all)."""
+    has_split = table["split"].notna().any() and table["split"].astype(str).isin(["train", "val", "test"]).any()
+    if split is None:
+        split = "test" if has_split else "all"
+    if split not in ("test", "val", "all", "train"):
+        raise UsageError(f"unknown split {split!r}", "use --split test, val or all")
+    if split != "all":
+        if not has_split:
+            raise UsageError(f"--split {split} needs a split, but {source} has none",
+                             "evaluate with --split all, or pass the run directory the model came from")
+        table = table[table["split"].astype(str) == split]
+        if table.empty:
+            raise DataError(f"the {split} split of {source} is empty", "use another --split")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(table["label"].astype(str)) - set(index))
+    if unknown:
+        raise DataError(f"labels in {source} that the model does not know: {', '.join(unknown[:8])} "
+                        f"(model classes: {', '.join(classes)})",
+                        "pass --classes in the model's training order, or evaluate on matching data")
+    labels = table["label"].astype(str).map(index).to_numpy(dtype=int)
+    return EvalSet(table["path"].astype(str).tolist(), labels, split, source)
