@@ -179,6 +179,20 @@ def write_folder_named_like_image(folder, name="folder.jpg") -> Path:
     return path
 
 
+def write_tiff_as_jpg(folder, name="scan.jpg", size=32) -> Path:
+    """TIFF bytes behind a .jpg name: Pillow reads it, TensorFlow's decoders do not."""
+    from PIL import Image
+
+    return _save(Image.fromarray(_image(size)), Path(folder) / name, "TIFF")
+
+
+def write_palette_bmp(folder, name="palette.bmp", size=32) -> Path:
+    """An 8-bit colour-palette BMP: TensorFlow decodes its palette indices as gray."""
+    from PIL import Image
+
+    return _save(Image.fromarray(_image(size)).convert("P"), Path(folder) / name, "BMP")
+
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -193,6 +207,8 @@ BAD_IMAGES = {
     "huge_header": (write_huge_png, "too_large"),
     "symlink_loop": (write_symlink_loop, "symlink_loop"),
     "broken_symlink": (write_broken_symlink, "missing"),
+    "tiff_as_jpg": (write_tiff_as_jpg, "unsupported"),
+    "palette_bmp": (write_palette_bmp, "unsupported"),
 }
 if not running_as_root():
     BAD_IMAGES["unreadable"] = (write_unreadable, "unreadable")

@@ -16,6 +16,8 @@ not_image       the bytes are not an image Pillow knows (random bytes, text, an 
 truncated       the header is fine but the pixel data stops early (an interrupted download)
 too_large       more than ``MAX_PIXELS`` pixels: refused from the header, never decoded
 too_small       a side below ``MIN_SIDE`` pixels (a 1x1 tracking pixel, a thumbnail stub)
+unsupported     an image TensorFlow's decoders (the training pipeline) cannot read right:
+                TIFF/ICO/... content, 1-bit BMP, colour-palette BMP (decoded as gray indices)
 ==============  ==========================================================================
 
 Colour modes other than 8-bit RGB (grayscale, RGBA, palette, CMYK, 16-bit) are usable: they are
@@ -44,7 +46,9 @@ MAX_PIXELS = 100_000_000
 MIN_SIDE = 8
 
 UNUSABLE_KINDS = ("missing", "symlink_loop", "unreadable", "zero_byte", "not_image", "truncated",
-                  "too_large", "too_small")
+                  "too_large", "too_small", "unsupported")
+# What tf.io.decode_image / decode_jpeg (skinzoo.data.pipeline) can decode; MPO is a JPEG.
+PIPELINE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
 _CONVERSIONS = {"L": "grayscale", "1": "grayscale", "LA": "grayscale", "RGBA": "rgba",
                 "RGBa": "rgba", "RGBX": "rgba", "P": "palette", "PA": "palette", "CMYK": "cmyk",
                 "YCbCr": "ycbcr", "LAB": "lab", "HSV": "hsv", "I;16": "16bit", "I;16B": "16bit",
@@ -124,6 +128,9 @@ def inspect_image(path, decode: str = "auto", with_digest: bool = False) -> Imag
     if min(info.width, info.height) < MIN_SIDE:
         return _fail(info, "too_small", f"is only {info.width}x{info.height} pixels "
                      f"(unusable below {MIN_SIDE} px)")
+    unsupported = _pipeline_problem(img)
+    if unsupported:
+        return _fail(info, "unsupported", unsupported)
     if decode == "always" or (decode == "auto" and not _has_end_marker(data, img.format)):
         problem = _decode_problem(img)
         if problem:
@@ -198,6 +205,22 @@ def _fail(info: ImageInfo, kind: str, message: str) -> ImageInfo:
     return info
 
 
+def _pipeline_problem(img) -> str | None:
+    """Why TensorFlow's decoders would fail on (or mis-decode) an image Pillow reads fine."""
+    if img.format not in PIPELINE_FORMATS:
+        return (f"is a {img.format} file, which the training pipeline cannot decode "
+                f"(it reads {', '.join(f for f in PIPELINE_FORMATS if f != 'MPO')})")
+    if img.format == "BMP" and img.mode == "1":
+        return "is a 1-bit BMP, which the training pipeline cannot decode"
+    if img.format == "BMP" and img.mode == "P":
+        palette = img.getpalette() or []
+        gray = all(palette[3 * i: 3 * i + 3] in ([i, i, i], []) for i in range(256))
+        if not gray:
+            return ("is a colour-palette BMP, which TensorFlow decodes as gray palette indices "
+                    "(wrong colours)")
+    return None
+
+
 def _has_end_marker(data: bytes, fmt: str | None) -> bool:
     # Cameras and editors sometimes pad after the marker; a few trailing NULs are fine.
     tail = data[-64:].rstrip(b"\x00\r\n ")
@@ -258,6 +281,7 @@ def hint_for(kind: str | None) -> str:
         "unreadable": "fix the file permissions (chmod a+r) or remove the file",
         "too_large": "downscale the image (e.g. to 1024 px) before using it",
         "too_small": "remove the image: it holds no usable detail",
+        "unsupported": "convert it to PNG or JPEG (e.g. with Pillow or ImageMagick)",
     }.get(kind or "", "replace the file with a good copy, or remove it from the dataset")
 
 
