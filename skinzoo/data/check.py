@@ -56,6 +56,11 @@ class CheckReport:
         """Boolean per table row: the image can be read."""
         return self.images["ok"]
 
+    def problem_table(self) -> pd.DataFrame:
+        """One row per problem: kind, where (file or CSV line), message, action."""
+        return pd.DataFrame([p.to_dict() for p in self.problems],
+                            columns=["kind", "where", "message", "action"])
+
     def problems_by_kind(self) -> dict[str, list[Problem]]:
         out: dict[str, list[Problem]] = {}
         for p in self.problems:

@@ -100,3 +100,11 @@ def test_thread_pool_gives_same_result_as_serial(messy):
     a = check_dataset(ds, workers=1).images
     b = check_dataset(ds, workers=4).images
     assert a.equals(b)
+
+
+def test_problem_table_lists_every_problem(messy):
+    report = check_dataset(load_dataset(messy.root))
+    table = report.problem_table()
+    assert list(table.columns) == ["kind", "where", "message", "action"]
+    assert len(table) == len(report.problems)
+    assert set(table.loc[table.action == "skipped", "kind"]) >= set(messy.bad.values())
