@@ -157,11 +157,12 @@ def write_split_file(table: pd.DataFrame, split: pd.Series, path) -> Path:
 def read_split_file(path, table: pd.DataFrame, allow_missing: bool = False) -> pd.Series:
     """The split stored in ``path``, aligned to ``table`` (index = ``table.index``).
 
-    Checks that the file belongs to this dataset: every row names an image of ``table`` (rows
-    for images no longer in the table are ignored when ``allow_missing``, e.g. images dropped as
-    unreadable), every image of ``table`` is listed, labels agree (either with ``label`` or, for
-    a binary task, with the original ``dx``), and no group is on two sides. Fold files (``split``
-    holding integers) come back as ints.
+    Checks that the file belongs to this dataset: every row names an image of ``table`` and
+    every image of ``table`` is listed (``allow_missing`` tolerates both, for evaluation: rows for
+    images not in the table are ignored, e.g. images dropped as unreadable before training, and
+    images the file does not list get a missing value, i.e. belong to no split); labels agree
+    (with ``label`` or, for a binary task, with the original ``dx``); no group is on two sides.
+    Fold files (``split`` holding integers) come back as ints.
     """
     from skinzoo.data.sources import read_csv_table
 
@@ -200,17 +201,17 @@ def read_split_file(path, table: pd.DataFrame, allow_missing: bool = False) -> p
                         f"the split was made for another dataset or images were removed; {remake}")
     stored = stored[known].set_index("image_id")
     listed = ids.isin(stored.index)
-    if not listed.all():
+    if not listed.all() and not allow_missing:
         absent = ids[~listed]
         raise DataError(f"the dataset has {len(absent)} image(s) that split file {path} does not "
                         f"list (e.g. {', '.join(absent[:3])})",
                         f"new images must not be put in a split by chance; {remake}")
     if "label" in stored:
-        _check_labels(stored, table, ids, path, remake)
+        _check_labels(stored, table[listed], ids[listed], path, remake)
     split = stored["split"].reindex(ids.to_numpy())
     split = pd.Series(split.to_numpy(), index=table.index, name="fold" if folds else "split")
     if folds:
-        return split.astype(int)
+        return split.astype(int) if listed.all() else split.astype(float).astype("Int64")
     sides = split.groupby(table["group"]).nunique()
     leaked = sides[sides > 1]
     if len(leaked):

@@ -177,6 +177,8 @@ def test_split_file_checks(tmp_path, table_and_split):
     more = pd.concat([table, table.iloc[:1].assign(image_id="new", group="new")])
     with pytest.raises(DataError, match="does not list"):
         read_split_file(path, more.reset_index(drop=True))
+    tolerant = read_split_file(path, more.reset_index(drop=True), allow_missing=True)
+    assert tolerant.iloc[:-1].tolist() == split.tolist() and pd.isna(tolerant.iloc[-1])
     relabelled = table.assign(label=table.label.where(table.index != 0, "other"))
     with pytest.raises(DataError, match="labels differ") as err:
         read_split_file(path, relabelled)
