@@ -118,7 +118,7 @@ def prepare(config: TrainConfig, run: RunDir | None = None, echo=print) -> Prepa
     dataset = load_dataset(config.data, format=config.format, task=config.task,
                            image_col=config.image_col, label_col=config.label_col,
                            allow_outside_root=config.allow_outside_root)
-    dataset, report = validate_for_training(dataset)
+    dataset, report = validate_for_training(dataset, val=config.val, test=config.test)
     table = dataset.table.reset_index(drop=True)
 
     resumed_from = 0
@@ -343,6 +343,10 @@ def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
         return model
     callbacks = standard_callbacks(p, epochs, monitor_mode(c.monitor), offset, resumed,
                                    stage="finetune" if finetune else None, echo=echo)
+    if p.strategy.kind == "multi-worker":
+        from skinzoo.train.keras_compat import prebuild_for_multi_worker
+
+        prebuild_for_multi_worker(model, train_ds, p.strategy.strategy)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, steps_per_epoch=steps,
               callbacks=callbacks, verbose=0, shuffle=False)  # the dataset shuffles itself
     raise_if_aborted(model, p, lr)
@@ -423,6 +427,10 @@ def finish(p: Prepared, model, stages, started, echo) -> TrainResult:
     seconds = time.time() - started
     best_epoch = state.get("best_epoch")
     result = TrainResult(run, best_epoch, state.get("best"), p.config.monitor, val_metrics, seconds, stages)
+    if not p.strategy.is_chief:
+        echo(f"worker {p.strategy.worker_index} done in {seconds / 60:.1f} min; the chief (worker 0) "
+             "wrote the run directory")
+        return result
     for line in final_lines(result):
         echo(line)
     return result
