@@ -19,7 +19,7 @@ from typing import Callable
 from skinzoo.errors import ModelError
 
 # Modules whose import registers models (kept in display order).
-_BUILDER_MODULES = ("skinzoo.models.small",)
+_BUILDER_MODULES = ("skinzoo.models.small", "skinzoo.models.resnet", "skinzoo.models.transfer")
 _REGISTRY: dict[str, ModelInfo] = {}
 _BUILDERS: dict[str, Callable] = {}
 _LOADED = False
