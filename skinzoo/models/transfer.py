@@ -69,8 +69,10 @@ def copy_head_weights(head, full_model) -> list[str]:
         try:
             target = full_model.get_layer(layer.name)
         except ValueError:
-            raise ModelError(f"{full_model.name} has no layer {layer.name!r} for the head's weights",
-                             "build the head and the model with the same dense=/dropout= options.")
+            raise ModelError(
+                f"{full_model.name} has no layer {layer.name!r} for the head's weights",
+                             "build the head and the model with the same dense=/dropout= options.",
+            ) from None
         src = [tuple(w.shape) for w in layer.weights]
         dst = [tuple(w.shape) for w in target.weights]
         if src != dst:
@@ -87,7 +89,7 @@ def feature_extractor(model):
         embedding = model.get_layer(EMBEDDING)
     except ValueError:
         raise ModelError(f"model {model.name!r} has no {EMBEDDING!r} layer",
-                         "feature extraction needs a zoo model with a pooled embedding layer.")
+                         "feature extraction needs a zoo model with a pooled embedding layer.") from None
     return keras.Model(model.inputs, embedding.output, name=f"{model.name}_features")
 
 

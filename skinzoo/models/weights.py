@@ -129,7 +129,8 @@ def load_weights_file(model, path: Path) -> None:
             in_file = _h5_weighted_layer_count(f)
     except OSError as err:
         raise ModelError(f"{path} is not an HDF5 weights file ({err})",
-                         "pass a .h5 / .weights.h5 file from keras.applications or a .keras model.")
+                         "pass a .h5 / .weights.h5 file from keras.applications or a .keras model.",
+        ) from err
     expected = sum(1 for layer in model.layers if layer.weights)
     if in_file is not None and in_file != expected:
         raise ModelError(
@@ -157,7 +158,8 @@ def h5_has_top(path: Path) -> bool:
             return "predictions" in names or "probs" in names
     except OSError as err:
         raise ModelError(f"{path} is not an HDF5 weights file ({err})",
-                         "pass a .h5 / .weights.h5 file from keras.applications or a .keras model.")
+                         "pass a .h5 / .weights.h5 file from keras.applications or a .keras model.",
+        ) from err
 
 
 def _h5_weighted_layer_count(f):
