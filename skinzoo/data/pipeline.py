@@ -319,6 +319,20 @@ def make_dataset(paths, labels, num_classes: int, img_size, batch_size: int, tra
         ds = _ordered_or_shuffled(paths, extras, target_hw, resize, hair_removal, cache, seed,
                                   training)
 
+    ds = _augment_cast_batch(ds, aug, seed, batch_size, drop_remainder, has_extras=bool(extras))
+    if oversample:
+        from skinzoo.data.balance import oversample_steps
+
+        ds.steps_per_epoch = oversample_steps(n, batch_size)
+    return ds
+
+
+def _augment_cast_batch(ds, aug, seed: int, batch_size: int, drop_remainder: bool, has_extras: bool):
+    """The tail shared by every dataset: [augment] → float32 → batch → prefetch."""
+    from skinzoo.data.augment import augment_image
+    from skinzoo.runtime import tf
+
+    tf = tf()
     if aug.active:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
@@ -332,14 +346,36 @@ def make_dataset(paths, labels, num_classes: int, img_size, batch_size: int, tra
     else:
         ds = ds.map(lambda image, *rest: (tf.cast(image, tf.float32), *rest),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    if not extras:
+    if not has_extras:
         ds = ds.map(lambda image: image)  # a 1-tuple would make Keras see (x,) instead of x
     ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-    if oversample:
-        from skinzoo.data.balance import oversample_steps
-
-        ds.steps_per_epoch = oversample_steps(n, batch_size)
     return ds
+
+
+def make_array_dataset(images, labels, num_classes, batch_size: int, training: bool,
+                       augment="light", seed: int = 0, sample_weights=None,
+                       force_augment: bool = False):
+    """Like :func:`make_dataset` for images already in memory (uint8/float (N, H, W, 3) in
+    [0, 255]): SMOTE-resampled pixels, or augmented views for the embedding cache
+    (``force_augment`` augments without shuffling, so outputs stay aligned with inputs)."""
+    from skinzoo.data.augment import resolve_augment
+    from skinzoo.runtime import tf
+
+    tf = tf()
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise UsageError(f"images must be (N, H, W, 3), got {images.shape}")
+    extras = []
+    if labels is not None:
+        extras.append(encode_targets(np.asarray(labels), num_classes))
+    if sample_weights is not None:
+        extras.append(np.asarray(sample_weights, np.float32))
+    ds = tf.data.Dataset.from_tensor_slices((images, *extras))
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    aug = resolve_augment(augment) if (training or force_augment) else resolve_augment(None)
+    drop_remainder = training and len(images) >= batch_size
+    return _augment_cast_batch(ds, aug, seed, batch_size, drop_remainder, has_extras=bool(extras))
 
 
 def _with_extras(images, extras):
