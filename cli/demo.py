@@ -27,9 +27,12 @@ def _run(args: list[str]) -> None:
 
 @click.command()
 @click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--epochs", default=8, show_default=True)
+@click.option("--epochs", default=15, show_default=True)
 @click.option("--n", "n_images", default=700, show_default=True)
 def main(out, epochs, n_images):
+    from skinzoo.runtime import filter_native_stderr
+
+    filter_native_stderr()
     started = time.time()
     out = Path(out)
     data, runs = out / "data", out / "runs"
@@ -51,7 +54,7 @@ def main(out, epochs, n_images):
     click.secho(f"\ndemo finished in {(time.time() - started) / 60:.1f} min. Outputs:", bold=True)
     for label, path in [
         ("dataset", data), ("run directory", run.path), ("best model", run.best_model),
-        ("training curves", run.curves), ("evaluation report", run.eval_dir / "test" / "report.html"),
+        ("training curves", run.curves), ("evaluation report", run.eval_dir / "test" / "report" / "report.html"),
         ("Grad-CAM overlays", out / "gradcam"),
     ]:
         mark = "" if Path(path).exists() else "  (missing)"

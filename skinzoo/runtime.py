@@ -19,7 +19,7 @@ _NOISE = re.compile(
     r"TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS)|computation placer already registered|"
     r"This TensorFlow binary is optimized|cuda_executor|cuda_diagnostics|kernel driver does not appear|"
     r"oneDNN supports DT_BOOL only|Falling back to the default Eigen|was passed, but will be ignored since"
-    r"|self.data_adapter = data_adapters"
+    r"|self.data_adapter = data_adapters|NodeDef mentions attribute use_unbounded_threadpool"
 )
 _TF = None
 
