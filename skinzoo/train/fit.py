@@ -25,9 +25,6 @@ from skinzoo.train.run import RunDir, new_run_dir
 
 log = logging.getLogger(__name__)
 
-TRANSFER_FAMILIES = ("transfer",)
-
-
 class TrainingInterrupted(TrainingError):
     exit_code = 130
 
@@ -94,8 +91,8 @@ def model_defaults(config: TrainConfig):
     batch = config.batch_size or info.default_batch
     lr = config.lr or info.default_lr
     weights = config.weights
-    if weights is None:
-        weights = "imagenet" if info.pretrained and info.family in TRANSFER_FAMILIES else "none"
+    if weights is None:  # pretrained-capable models start from ImageNet unless told otherwise
+        weights = "imagenet" if info.pretrained else "none"
     return info, img_size, batch, lr, (None if str(weights).lower() == "none" else weights)
 
 
@@ -294,15 +291,12 @@ def train(config: TrainConfig, run: RunDir | None = None, echo=print) -> TrainRe
 
 
 def resolve_stages(p: Prepared) -> list[str]:
-    from skinzoo.models.registry import get_model_info
-
-    transfer = get_model_info(p.config.model).family in TRANSFER_FAMILIES
+    """``auto``: from pretrained weights, head on cached embeddings, then fine-tune the top
+    (the standard recipe: a random head's gradients would wreck the pretrained features);
+    from random weights, train end to end. Explicit stages need a model with an ``embedding``."""
     stages = p.config.stages
     if stages == "auto":
-        return ["head"] if transfer else ["end-to-end"]
-    if stages in ("head", "finetune", "both") and not transfer:
-        raise UsageError(f"--stages {stages} needs a transfer model; {p.config.model} trains end to end",
-                         "drop --stages, or pick a transfer model (skinzoo models)")
+        return ["head", "finetune"] if p.weights else ["end-to-end"]
     return {"head": ["head"], "finetune": ["finetune"], "both": ["head", "finetune"],
             "end-to-end": ["end-to-end"]}[stages]
 
