@@ -13,7 +13,7 @@ def models(pattern, no_size):
     """List the registered models matching PATTERN (wildcards: "resnet*", "*cnn").
 
     Columns: parameters and multiply-accumulates of one image at the model's default input size
-    (FLOPs ≈ 2 × MACs), default size, batch and learning rate, whether ImageNet weights can be
+    and options with 1000 classes (as model zoos report them; FLOPs ≈ 2 × MACs), default size, batch and learning rate, whether ImageNet weights can be
     loaded (weights="imagenet" online, or a local weights file).
     """
     from skinzoo.errors import UsageError
