@@ -68,6 +68,8 @@ def evaluate(ctx, target, data, split, report, tta, threshold, target_sensitivit
     """Metrics of a run (default: the latest under ./runs) or of a MODEL.keras file on --data."""
     from skinzoo.evaluate import evaluate_model, write_evaluation_report
 
+    if target is not None and not Path(target).exists():
+        raise UsageError(f"{target} does not exist", "pass a run directory or a .keras model file")
     if target is not None and not Path(target).is_dir() and data is None:
         raise UsageError(f"{target} is a model file: say which data to evaluate on",
                          "add --data DATASET (and --classes a,b,c if the model has no run folder)")
@@ -242,8 +244,9 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
     overlays = []
     for i, p in enumerate(ok):
         stem = _unique_stem(Path(p).stem, i, ok)
-        heat = upsample(result.heatmaps[i], imgs[i].shape[:2])
-        ov = overlay(imgs[i], heat, alpha)
+        view = _display_size(imgs[i])  # what the model saw, enlarged so a person can look at it
+        heat = upsample(result.heatmaps[i], view.shape[:2])
+        ov = overlay(view, heat, alpha)
         overlays.append(ov)
         _write_png(out / f"{stem}_gradcam.png", ov)
         np.save(out / f"{stem}_heatmap.npy", result.heatmaps[i])
@@ -254,6 +257,18 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
     if pair:
         _write_pairs(loaded, ok, imgs, overlays, preds, out)
     click.echo(f"wrote {len(ok)} overlay(s) and heatmap(s) to {out}")
+
+
+def _display_size(image, min_side: int = 256):
+    import cv2
+    import numpy as np
+
+    h, w = image.shape[:2]
+    scale = max(1.0, min_side / min(h, w))
+    if scale == 1.0:
+        return image
+    return cv2.resize(np.asarray(image, np.float32), (round(w * scale), round(h * scale)),
+                      interpolation=cv2.INTER_CUBIC)
 
 
 def _unique_stem(stem, i, paths):
@@ -275,7 +290,10 @@ def _known_labels(loaded, paths) -> dict:
         return {}
     import pandas as pd
 
-    table = pd.read_csv(loaded.run.split, dtype=str)
+    try:
+        table = pd.read_csv(loaded.run.split, dtype=str)[["path", "label"]]
+    except (OSError, ValueError, KeyError):
+        return {}  # a damaged split.csv: --pair says it needs labels
     index = {c: i for i, c in enumerate(loaded.classes)}
     by_path = {str(Path(p).resolve()): index.get(lab) for p, lab in zip(table["path"], table["label"], strict=True)}
     return {p: by_path.get(str(Path(p).resolve())) for p in paths}

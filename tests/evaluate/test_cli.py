@@ -86,7 +86,7 @@ def test_gradcam_writes_overlay_and_heatmap(multiclass_run, synth_dir, tmp_path)
 
     for p in imgs:
         stem = p.rsplit("/", 1)[1][:-4]
-        assert Image.open(out / f"{stem}_gradcam.png").size == (32, 32)
+        assert Image.open(out / f"{stem}_gradcam.png").size == (256, 256)  # model view, enlarged
         heat = np.load(out / f"{stem}_heatmap.npy")
         assert heat.ndim == 2 and (heat >= 0).all()
     result = _run(["gradcam", imgs[0], "--model", str(multiclass_run), "--class", "nope"])
