@@ -269,17 +269,23 @@ def compare_runs(run_dirs, split: str = "test") -> tuple[list[dict], list[str]]:
             continue
         try:
             m = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
+        except (OSError, ValueError):
             warnings.append(f"{path} is not valid JSON (skipped)")
             continue
+        if not isinstance(m, dict):
+            warnings.append(f"{path} does not hold a metrics object (skipped)")
+            continue
         digests[str(run.path)] = split_digest(run)
-        ci = (m.get("ci") or {}).get("balanced_accuracy")
+        ci = (m.get("ci") if isinstance(m.get("ci"), dict) else {}).get("balanced_accuracy")
+        ci = ci if isinstance(ci, list) and len(ci) == 2 and all(_number(v) is not None for v in ci) \
+            else None
         rows.append({"run": run.path.name, "model": _model_of(run),
-                     "n": m.get("n"), "accuracy": m.get("accuracy"),
-                     "balanced_accuracy": m.get("balanced_accuracy"),
+                     "n": m.get("n") if isinstance(m.get("n"), int) else None,
+                     "accuracy": _number(m.get("accuracy")),
+                     "balanced_accuracy": _number(m.get("balanced_accuracy")),
                      "bal_acc_ci": f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "",
-                     "macro_f1": m.get("macro_f1"), "macro_auc": m.get("macro_auc"), "ece": m.get("ece"),
-                     "collapsed": bool(m.get("collapse_warnings"))})
+                     "macro_f1": _number(m.get("macro_f1")), "macro_auc": _number(m.get("macro_auc")),
+                     "ece": _number(m.get("ece")), "collapsed": bool(m.get("collapse_warnings"))})
     if not rows:
         raise UsageError(f"none of the runs has a {split} evaluation to compare",
                          f"run `skinzoo evaluate RUN --split {split}` for each run first")
@@ -294,8 +300,17 @@ def compare_runs(run_dirs, split: str = "test") -> tuple[list[dict], list[str]]:
     return rows, warnings
 
 
+def _number(value) -> float | None:
+    # metrics.json is data a user may have edited: only real numbers reach the leaderboard.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def _model_of(run) -> str:
+    from skinzoo.evaluate.predict import read_run_info
+
     try:
-        return str(run.read_info().get("model", ""))
-    except UsageError:
+        return str(read_run_info(run).get("model", ""))
+    except UsageError:  # a damaged classes.json only costs the leaderboard its model name
         return ""

@@ -45,6 +45,7 @@ def load_model_file(path, unsafe: bool = False):
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"{path} is not a Keras model file (expected .keras or .h5)",
                          "save models with model.save('model.keras')")
+    _check_container(path)
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as err:  # noqa: BLE001 - keras raises ValueError/OSError/zip errors/...
@@ -57,6 +58,30 @@ def load_model_file(path, unsafe: bool = False):
         raise ModelError(f"cannot load {path} as a Keras model: {first}",
                          "the file is damaged, not a model, or needs custom layers this version "
                          "of skinzoo does not define; re-save it with model.save('x.keras')") from None
+
+
+def _check_container(path: Path) -> None:
+    """Refuse a file whose bytes are not the container its suffix promises, before Keras reads
+    it: Keras reports a text file named ``.keras`` as "File not found", which misleads."""
+    import zipfile
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as err:
+        raise ModelError(f"cannot read model file {path}: {err.strerror or err}",
+                         "check the file permissions") from None
+    if path.suffix.lower() == ".keras":
+        ok = zipfile.is_zipfile(path)
+        expected = "a zip archive"
+    else:
+        ok = head == b"\x89HDF\r\n\x1a\n"
+        expected = "an HDF5 file"
+    if not ok:
+        what = "an empty file" if not head else f"a file starting {head!r}"
+        raise ModelError(f"cannot load {path} as a Keras model: a {path.suffix} model is "
+                         f"{expected}, this is {what}",
+                         "pass the best.keras of a run (or a file saved with model.save('x.keras'))")
 
 
 def _register_custom_layers():
@@ -121,7 +146,7 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
         run = RunDir(path) if path.is_dir() else None
         if run is None and RunDir(path.parent).is_run():
             run = RunDir(path.parent)  # a model file inside a run: use the run's class names
-    info = run.read_info() if run is not None else {}
+    info = read_run_info(run) if run is not None else {}
     model_path = run.model_file() if (spec is None or Path(spec).is_dir()) else Path(spec)
     model = load_model_file(model_path, unsafe=unsafe)
     k = output_width(model)
@@ -141,10 +166,63 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
                          model_path, run, notes=notes)
     if run is not None:
         if calibrated and run.calibration.exists():
-            loaded.temperature = float(_read_json(run.calibration)["temperature"])
+            loaded.temperature = read_temperature(run.calibration)
         if run.threshold.exists():
-            loaded.threshold = _read_json(run.threshold)
+            loaded.threshold = read_threshold(run.threshold)
     return loaded
+
+
+def read_run_info(run) -> dict:
+    """``classes.json`` of a run, checked: a JSON object whose ``classes`` is a list of distinct
+    names. Only parsed as data; a malformed file is a UsageError naming it, never a traceback."""
+    path = run.classes_file
+    if not path.exists():
+        run.read_info()  # raises the "not a skinzoo run directory" UsageError
+    hint = (f"the run's class list is damaged: restore {path.name} from a backup, or pass the "
+            "model file with --classes a,b,c in training order")
+    info = _read_json(path, hint)
+    if not isinstance(info, dict):
+        raise UsageError(f"{path} is not a JSON object with a \"classes\" list "
+                         f"(it holds a {type(info).__name__})", hint)
+    classes = info.get("classes")
+    if not isinstance(classes, list) or not classes or \
+            not all(isinstance(c, str) and c for c in classes):
+        raise UsageError(f"{path}: \"classes\" must be a list of class names, found {classes!r:.80}",
+                         hint)
+    if len(set(classes)) != len(classes):
+        raise UsageError(f"{path}: \"classes\" repeats a name ({', '.join(classes)})", hint)
+    size = info.get("img_size")
+    sizes = size if isinstance(size, list) else [size]
+    if size is not None and not (0 < len(sizes) <= 2 and all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+        raise UsageError(f"{path}: \"img_size\" must be a positive integer, found {size!r:.40}", hint)
+    for key in ("task", "resize"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            raise UsageError(f"{path}: \"{key}\" must be a string, found {info[key]!r:.40}", hint)
+    return info
+
+
+def read_temperature(path) -> float:
+    """``calibration.json``'s temperature: a finite positive number, else a UsageError."""
+    hint = f"delete {path} and run `skinzoo calibrate {Path(path).parent}` again"
+    data = _read_json(path, hint)
+    value = data.get("temperature") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not (np.isfinite(value) and value > 0):
+        raise UsageError(f"{path}: \"temperature\" must be a positive number, found {value!r:.40}",
+                         hint)
+    return float(value)
+
+
+def read_threshold(path) -> dict:
+    """``threshold.json``: an object whose ``threshold`` is a probability, else a UsageError."""
+    hint = f"delete {path}: `skinzoo evaluate` fits a new one on the validation split"
+    data = _read_json(path, hint)
+    value = data.get("threshold") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise UsageError(f"{path}: \"threshold\" must be a number in 0..1, found {value!r:.40}",
+                         hint)
+    return data
 
 
 def _model_image_size(model, info) -> tuple[int, int]:
@@ -157,11 +235,18 @@ def _model_image_size(model, info) -> tuple[int, int]:
     return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
 
 
-def _read_json(path) -> dict:
+def _read_json(path, hint: str = "restore the file, or delete it and re-create it"):
+    """JSON data only (never code); an unreadable or malformed file is a UsageError naming it."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot read {path}: {err}", "delete the file and re-create it") from None
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}", hint) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text (UTF-8 JSON) file", hint) from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"{path} is not valid JSON ({err})", hint) from None
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -281,7 +366,7 @@ def collect_image_paths(items) -> tuple[list[str], dict[str, str]]:
             if not found:
                 errors[str(p)] = "folder holds no .jpg/.jpeg/.png/.bmp images"
             paths.extend(str(f) for f in found)
-        elif p.exists():
+        elif p.exists() or p.is_symlink():  # a dangling link or loop: inspect_image says which
             paths.append(str(p))
         else:
             errors[str(p)] = "no such file"

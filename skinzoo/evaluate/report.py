@@ -121,7 +121,8 @@ def plot_history(history_csv, path) -> Path | None:
     if hist.empty or not names:
         return None
     plt = _plt()
-    epochs = hist["epoch"] + 1 if "epoch" in hist else np.arange(1, len(hist) + 1)
+    epoch = pd.to_numeric(hist["epoch"], errors="coerce") if "epoch" in hist else None
+    epochs = epoch + 1 if epoch is not None and epoch.notna().all() else np.arange(1, len(hist) + 1)
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         ax.plot(epochs, hist[name], label="train")
