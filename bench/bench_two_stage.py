@@ -1,0 +1,244 @@
+"""Two-stage head training vs the same head trained end to end over the same frozen backbone.
+
+Both paths train the same head (same initial weights, optimiser, loss, class weights, batch size,
+10 epochs, validation after each epoch) on the same frozen transfer backbone:
+
+- baseline, end to end (the notebooks' way): ``model.fit`` on the full model with the backbone
+  frozen, so every epoch pushes every training and validation image through the backbone again.
+  Decoded images are cached in memory after the first epoch, so the difference measured is the
+  backbone recomputation, not JPEG decoding.
+- two-stage (``skinzoo.train.two_stage``): compute each image's pooled embedding once
+  (``compute_embeddings``), then ``fit`` the head alone on the embeddings.
+
+Wall times include everything a user waits for (decoding, graph tracing, the embedding pass).
+The validation balanced accuracy of both is reported: frozen BatchNorm runs in inference mode and
+no augmentation is used, so both paths see identical features and should agree within noise
+(dropout masks and batch order differ). ``assembled_max_abs_diff`` checks that the trained head
+copied into the full model (``copy_head_weights``) predicts what the head predicted.
+
+Offline the backbone has random weights (``weights=None``); pass ``--weights PATH`` (a local
+ImageNet weights file) for meaningful accuracies. Speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import time
+
+EPOCHS = 10
+BATCH = 32
+LR = 1e-3
+CALIBRATION_IMAGES = 64  # one training-mode batch; its activations dominate peak memory
+
+
+def _subset(data: str, n: int, val: float, seed: int = 0):
+    """n images drawn stratified by label, split train/val by lesion group."""
+    from skinzoo.data.sources import load_dataset
+    from skinzoo.data.splits import make_split
+    from skinzoo.errors import UsageError
+
+    if not data:
+        raise UsageError("the two-stage benchmark needs real images",
+                         "pass --data PATH (a HAM10000 folder)")
+    dataset = load_dataset(data)
+    table = dataset.table
+    if n < len(table):
+        table = table.groupby("label", group_keys=False).sample(
+            frac=n / len(table), random_state=seed)
+    table = table.reset_index(drop=True)
+    split = make_split(table, val=val, test=0.0, seed=seed)
+    classes = list(dataset.classes)
+
+    def side(name):
+        rows = table[split == name]
+        return rows["path"].tolist(), rows["label"].map(classes.index).to_numpy()
+
+    return classes, side("train"), side("val")
+
+
+class _EpochTimer:
+    """Seconds per epoch (Keras callback built lazily so importing this file needs no TF)."""
+
+    def __new__(cls):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.seconds = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._t)
+
+        return Timer()
+
+
+def _compile(model, k):
+    import keras
+
+    from skinzoo.train.fit import make_loss
+
+    model.compile(optimizer=keras.optimizers.Adam(LR), loss=make_loss(k), metrics=["accuracy"])
+
+
+def _balanced_accuracy(labels, outputs, classes) -> float:
+    from skinzoo.evaluate.metrics import as_class_probs, classification_metrics
+
+    return float(classification_metrics(labels, as_class_probs(outputs), classes)["balanced_accuracy"])
+
+
+def _calibrate_batchnorm(model, images):
+    """Random init only: set every BatchNormalization's moving statistics to those of one batch.
+
+    A freshly initialised EfficientNet/ResNet keeps moving mean 0 and variance 1 while its real
+    activations are orders of magnitude smaller, so its inference-mode embeddings are nearly
+    constant (std ~1e-6) and any head collapses to one class, which would make the accuracy
+    comparison meaningless. One training-mode forward pass with momentum 0 gives well-scaled
+    random features (a data-dependent init); both paths then share that same frozen backbone.
+    """
+    import keras
+
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    extractor = keras.Model(model.inputs, model.get_layer("embedding").output)
+    extractor(images, training=True)
+    for layer, momentum in zip(norms, momenta, strict=True):
+        layer.momentum = momentum
+
+
+def _fit_head(head, initial, x_train, y_train, weights, x_val, y_val, k):
+    head.set_weights(initial)
+    _compile(head, k)
+    timer = _EpochTimer()
+    head.fit(x_train, y_train, sample_weight=weights, validation_data=(x_val, y_val), epochs=EPOCHS,
+             batch_size=BATCH, shuffle=True, verbose=0, callbacks=[timer])
+    return timer
+
+
+def run(quick: bool = False, data: str | None = None, model: str = "efficientnetb0",
+        weights: str | None = None) -> dict:
+    import tempfile
+
+    from skinzoo.runtime import tf
+
+    tf()
+    import keras
+    import numpy as np
+
+    from skinzoo.data.balance import sample_weights_for
+    from skinzoo.data.pipeline import encode_targets, load_images, make_dataset
+    from skinzoo.models import build_model
+    from skinzoo.models.transfer import (
+        copy_head_weights,
+        feature_extractor,
+        freeze_backbone,
+        head_model,
+    )
+    from skinzoo.train.two_stage import compute_embeddings
+
+    size, n = (96, 1000) if quick else (128, 3000)
+    classes, (train_paths, train_labels), (val_paths, val_labels) = _subset(data, n, val=0.2)
+    k = len(classes)
+    train_weights = sample_weights_for(train_labels, k)
+    y_train, y_val = encode_targets(train_labels, k), encode_targets(val_labels, k)
+
+    keras.utils.set_random_seed(0)
+    full = build_model(model, k, input_shape=(size, size, 3), weights=weights)
+    if weights is None:
+        _calibrate_batchnorm(full, load_images(train_paths[:CALIBRATION_IMAGES], size))
+    freeze_backbone(full)
+    extractor = feature_extractor(full)
+    head = head_model(extractor.output.shape[-1], k)
+    initial = head.get_weights()
+    copy_head_weights(head, full)  # both paths start from the same head weights
+
+    with tempfile.TemporaryDirectory(prefix="skinzoo-bench-embeddings-") as cache_dir:
+        embed = dict(img_size=size, batch_size=BATCH, cache_dir=cache_dir, model_name=model)
+        # --- two-stage, first run: embed once (filling the cache), then train the head ---
+        keras.utils.set_random_seed(1)
+        t0 = time.perf_counter()
+        x_train = compute_embeddings(extractor, train_paths, **embed)
+        x_val = compute_embeddings(extractor, val_paths, **embed)
+        t_embed = time.perf_counter() - t0
+        head_timer = _fit_head(head, initial, x_train, y_train, train_weights, x_val, y_val, k)
+        cold = time.perf_counter() - t0
+        head_outputs = head.predict(x_val, batch_size=256, verbose=0)
+        bacc_two_stage = _balanced_accuracy(val_labels, head_outputs, classes)
+        trained_head = head.get_weights()
+
+        # --- two-stage again (another lr, dropout, balance...): embeddings come from the cache ---
+        keras.utils.set_random_seed(1)
+        t0 = time.perf_counter()
+        x_train = compute_embeddings(extractor, train_paths, **embed)
+        x_val = compute_embeddings(extractor, val_paths, **embed)
+        _fit_head(head, initial, x_train, y_train, train_weights, x_val, y_val, k)
+        warm = time.perf_counter() - t0
+
+    # --- baseline: the same head trained end to end over the frozen backbone ---
+    keras.utils.set_random_seed(1)
+    t0 = time.perf_counter()
+    train_ds = make_dataset(train_paths, train_labels, k, size, BATCH, training=True, augment="none",
+                            cache="memory", sample_weights=train_weights, seed=0)
+    val_ds = make_dataset(val_paths, val_labels, k, size, BATCH, training=False, cache="memory")
+    _compile(full, k)
+    e2e_timer = _EpochTimer()
+    full.fit(train_ds, validation_data=val_ds, epochs=EPOCHS, verbose=0, callbacks=[e2e_timer])
+    end_to_end = time.perf_counter() - t0
+    bacc_end_to_end = _balanced_accuracy(val_labels, full.predict(val_ds, verbose=0), classes)
+
+    # The trained head, copied into the full model, must predict what it predicted alone.
+    head.set_weights(trained_head)
+    copy_head_weights(head, full)
+    probe = load_images(val_paths[:BATCH], size)
+    assembled_diff = float(np.max(np.abs(full.predict(probe, verbose=0) - head_outputs[:BATCH])))
+
+    backbone = weights or (f"random init, BatchNorm statistics calibrated on {CALIBRATION_IMAGES} "
+                           "training images")
+    e2e_epoch = float(np.median(e2e_timer.seconds))
+    head_epoch = float(np.median(head_timer.seconds))
+    return {
+        "name": "two_stage",
+        "baseline": f"head trained end to end over the frozen backbone, {EPOCHS} epochs",
+        "figures": {
+            "model": model, "weights": weights or "random, BN-calibrated", "image_size": size,
+            "train_images": len(train_paths), "val_images": len(val_paths), "epochs": EPOCHS,
+            "seconds_end_to_end": round(end_to_end, 1),
+            "seconds_two_stage": round(cold, 1),
+            "seconds_two_stage_embedding_pass": round(t_embed, 1),
+            "seconds_two_stage_cached_embeddings": round(warm, 2),
+            "seconds_per_epoch_end_to_end": round(e2e_epoch, 2),
+            "seconds_per_epoch_head": round(head_epoch, 3),
+            "val_balanced_accuracy_end_to_end": round(bacc_end_to_end, 4),
+            "val_balanced_accuracy_two_stage": round(bacc_two_stage, 4),
+            "assembled_max_abs_diff": float(f"{assembled_diff:.2e}"),
+        },
+        "ratios": {
+            "speedup_two_stage_vs_end_to_end": round(end_to_end / cold, 2),
+            "speedup_cached_embeddings_vs_end_to_end": round(end_to_end / warm, 1),
+            "speedup_per_epoch": round(e2e_epoch / head_epoch, 1),
+        },
+        "targets": {"speedup_two_stage_vs_end_to_end": ">= 10",
+                    "speedup_cached_embeddings_vs_end_to_end": ">= 10"},
+        "notes": f"{model} backbone ({backbone}) frozen; head dense 256/128 dropout 0.5, Adam {LR:g}, batch "
+                 f"{BATCH}, class weights, no augmentation, {EPOCHS} epochs with validation; "
+                 f"{len(train_paths)}+{len(val_paths)} HAM10000 images at {size} px; end to end "
+                 "caches decoded images in memory; wall times include decoding and graph tracing; "
+                 "'cached embeddings' = a second head run reusing the on-disk embedding cache; CPU",
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data", default=None, help="HAM10000 folder")
+    parser.add_argument("--model", default="efficientnetb0", help="a transfer model of the zoo")
+    parser.add_argument("--weights", default=None, help="local ImageNet weights file (or imagenet)")
+    args = parser.parse_args()
+    print(json.dumps(run(args.quick, args.data, args.model, args.weights), indent=2))
