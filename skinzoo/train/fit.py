@@ -439,7 +439,7 @@ def validation_metrics(p: Prepared, model) -> dict:
                       resize=p.config.resize, hair_removal=p.config.hair_removal)
     probs = as_class_probs(model.predict(ds, verbose=0))
     metrics = classification_metrics(labels, probs, p.classes)
-    metrics["warnings"] = collapse_check(labels, probs.argmax(1), len(p.classes), p.classes)
+    metrics["collapse_warnings"] = collapse_check(labels, probs.argmax(1), len(p.classes), p.classes)
     metrics["split"] = "val"
     return metrics
 
@@ -452,7 +452,7 @@ def final_lines(r: TrainResult) -> list[str]:
     headline = [f"{k} {m[k]:.3f}" for k in ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
                 if isinstance(m.get(k), int | float) and not math.isnan(m[k])]
     lines.append("validation: " + ", ".join(headline))
-    for warning in m.get("warnings", []):
+    for warning in m.get("collapse_warnings", []):
         lines.append(f"WARNING: {warning}")
     lines.append(f"run directory: {r.run.path}  (best.keras, history.csv, curves.png, metrics.json)")
     lines.append(f"next: skinzoo evaluate {r.run.path} --report")

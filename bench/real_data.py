@@ -1,0 +1,127 @@
+"""Real-data results on HAM10000: train the CPU-friendly zoo models, evaluate once on test.
+
+    python -m bench.real_data [--data ../shared/data/ham10000] [--out runs-ham] [--only NAME]
+
+Protocol (the README's "Results on real HAM10000 images" table comes from this script):
+- one lesion-grouped, class-stratified 70/15/15 split with seed 0, shared by every model
+  (the first run writes it, the others reuse it with --split-file);
+- each model trains with the fixed settings below (skinzoo's defaults: class-weighted loss,
+  light augmentation, warm-up + cosine schedule, best epoch chosen on validation balanced
+  accuracy) — nothing here was tuned on the test split;
+- the best checkpoint is evaluated once on the test split with bootstrap 95% intervals.
+Writes bench/results/real_data.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "real_data.json"
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000"
+
+# name -> skinzoo train options. Epoch counts keep each run within ~15-25 CPU-minutes here.
+MODELS = {
+    "custom_cnn": ["--model", "custom_cnn", "--img-size", "64", "--epochs", "20"],
+    "compact_resnet": ["--model", "compact_resnet", "--img-size", "64", "--epochs", "25"],
+    "resnet18_small": ["--model", "resnet18_small", "--img-size", "64", "--epochs", "25"],
+}
+LITERATURE = {
+    "model": "typical notebook custom CNN (random split, leaks lesions)",
+    "accuracy": 0.686, "macro_f1": 0.41,
+}
+
+
+def skinzoo(*args) -> list[str]:
+    return [sys.executable, "-m", "skinzoo_cli.main", *map(str, args)]
+
+
+def run(cmd: list[str], log: Path) -> float:
+    started = time.time()
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if done.returncode != 0:
+        raise SystemExit(f"command failed (exit {done.returncode}); see {log}")
+    return time.time() - started
+
+
+def newest_run(out: Path, before: set[Path]) -> Path:
+    runs = [p for p in out.iterdir() if (p / "classes.json").exists() and p not in before]
+    if len(runs) != 1:
+        raise SystemExit(f"expected one new run in {out}, found {len(runs)}")
+    return runs[0]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--out", default="runs-ham")
+    parser.add_argument("--only", nargs="*", choices=sorted(MODELS))
+    args = parser.parse_args(argv)
+    data = Path(args.data)
+    if not (data / "HAM10000_metadata.csv").exists():
+        raise SystemExit(f"HAM10000 not found at {data} (expected HAM10000_metadata.csv and images/); "
+                         "pass --data PATH")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "real_data.log"
+    split_file = out / "split.csv"
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}}
+    for name in args.only or MODELS:
+        before = set(out.iterdir())
+        extra = ["--split-file", split_file] if split_file.exists() else ["--seed", 0]
+        seconds = run(skinzoo("train", "--data", data, "--out", out, "--no-tensorboard",
+                              "--seed", 0, *MODELS[name], *extra[:2]), log)
+        run_dir = newest_run(out, before)
+        if not split_file.exists():
+            split_file.write_bytes((run_dir / "split.csv").read_bytes())
+        run(skinzoo("evaluate", run_dir, "--split", "test", "--report"), log)  # the one test look
+        test = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+        val = json.loads((run_dir / "metrics.json").read_text())
+        results["models"][name] = {
+            "options": MODELS[name], "run": str(run_dir), "train_minutes": round(seconds / 60, 1),
+            "test": {k: test.get(k) for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
+                                             "macro_auc", "ci", "per_class")},
+            "val_balanced_accuracy": val.get("balanced_accuracy"),
+        }
+        print(f"{name}: done in {seconds / 60:.1f} min", flush=True)
+    results.update(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} cores",
+                   data=str(data), literature=LITERATURE)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+
+
+def _fmt(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "–"
+    ci = (metrics.get("ci") or {}).get(key)
+    return f"{value:.3f} ({ci[0]:.3f}–{ci[1]:.3f})" if ci else f"{value:.3f}"
+
+
+def markdown(results: dict) -> str:
+    rows = ["| model | input | epochs | train time | accuracy | balanced accuracy | macro-F1 | macro AUC |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, r in results["models"].items():
+        opts = dict(zip(r["options"][::2], r["options"][1::2], strict=True))
+        t = r["test"]
+        rows.append(f"| {name} | {opts['--img-size']} px | {opts['--epochs']} | {r['train_minutes']} min | "
+                    f"{_fmt(t, 'accuracy')} | {_fmt(t, 'balanced_accuracy')} | {_fmt(t, 'macro_f1')} | "
+                    f"{_fmt(t, 'macro_auc')} |")
+    lit = results.get("literature", LITERATURE)
+    rows.append(f"| {lit['model']} | – | – | – | {lit['accuracy']:.3f} | – | {lit['macro_f1']:.2f} | – |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
