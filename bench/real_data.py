@@ -78,9 +78,9 @@ def main(argv=None):
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}}
     for name in args.only or MODELS:
         before = set(out.iterdir())
-        extra = ["--split-file", split_file] if split_file.exists() else ["--seed", 0]
+        shared = ["--split-file", split_file] if split_file.exists() else []
         seconds = run(skinzoo("train", "--data", data, "--out", out, "--no-tensorboard",
-                              "--seed", 0, *MODELS[name], *extra[:2]), log)
+                              "--seed", 0, *MODELS[name], *shared), log)
         run_dir = newest_run(out, before)
         if not split_file.exists():
             split_file.write_bytes((run_dir / "split.csv").read_bytes())
