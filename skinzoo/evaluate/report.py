@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from skinzoo.errors import UsageError
 from skinzoo.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 HEADLINE_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
@@ -178,7 +179,11 @@ def write_report(out_dir, metrics: dict, y_true, probs, classes, history_csv=Non
     from skinzoo.evaluate.metrics import predicted_classes
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file in the way, no permission, read-only disk
+        raise UsageError(f"cannot create the report folder {out}: {err.strerror or err}",
+                         "pass --report DIR with a folder path that can be written") from None
     y_true = np.asarray(y_true)
     probs = np.asarray(probs)
     threshold = (metrics.get("binary") or {}).get("threshold")

@@ -267,3 +267,13 @@ def test_compare_skips_damaged_evaluations(skinzoo, run_copy, tmp_path):
     assert table[2].startswith("| bad_values |  |  |")  # unreadable values left blank
     result = skinzoo("compare", bad_json, bad_shape)
     assert result.exit_code == 2 and "none of the runs has a test evaluation" in result.output
+
+
+def test_report_folder_that_cannot_be_created(skinzoo, run_copy, tmp_path):
+    in_the_way = tmp_path / "report"
+    in_the_way.write_text("an existing file")
+    result = skinzoo("evaluate", run_copy, "--report", in_the_way, "--bootstrap", "10")
+    assert result.exit_code == 2, result.output
+    (line,) = error_lines(result.output)
+    assert f"cannot create the report folder {in_the_way}" in line
+    assert (run_copy / "eval" / "test" / "metrics.json").is_file()  # the metrics were kept
