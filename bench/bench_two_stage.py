@@ -104,7 +104,7 @@ def _calibrate_batchnorm(model, images):
     for layer in norms:
         layer.momentum = 0.0
     extractor = keras.Model(model.inputs, model.get_layer("embedding").output)
-    extractor(images, training=True)
+    extractor([images], training=True)
     for layer, momentum in zip(norms, momenta, strict=True):
         layer.momentum = momentum
 
