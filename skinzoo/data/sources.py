@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -191,7 +192,7 @@ def _source_for(fmt: str, path: Path) -> Path:
     if fmt == "csv" and len(csvs) == 1:
         return csvs[0]
     expected = " or ".join(names) if names else "one CSV file"
-    raise DataError(f"{path} has no {expected} (found: {_describe_folder(path)})",
+    raise DataError(f"{path} has no {expected} ({_describe_folder(path)})",
                     "pass the CSV file itself as PATH, or --format auto")
 
 
@@ -257,9 +258,15 @@ def read_csv_table(path: Path, nrows: int | None = None, problems: list | None =
     lines = text.splitlines()
     first = next((ln for ln in lines if ln.strip()), "")
     sep = max([",", ";", "\t", "|"], key=first.count)
+    _check_field_counts(text, sep, path, problems)
     try:
-        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                            skip_blank_lines=False, nrows=nrows, skipinitialspace=True)
+        # index_col=False: rows with more fields than the header must never turn the first
+        # columns into an index (pandas' default), which would shift every label by a column.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)  # reported as extra_fields
+            table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
+                                skip_blank_lines=False, nrows=nrows, skipinitialspace=True,
+                                index_col=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} has no header line", "write a header line naming the columns") from None
     except (pd.errors.ParserError, UnicodeError, ValueError) as err:
@@ -280,9 +287,47 @@ def read_csv_table(path: Path, nrows: int | None = None, problems: list | None =
     return table[~blank].reset_index(drop=True)
 
 
+def _check_field_counts(text: str, sep: str, path: Path, problems) -> None:
+    """Rows with more fields than the header: empty extras (a trailing separator on every row,
+    as spreadsheets export) are ignored and reported; extras holding values are a DataError."""
+    import csv
+
+    rows = csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True)
+    header = None
+    trailing = 0
+    for line_no, fields in enumerate(rows, start=1):
+        if not any(f.strip() for f in fields):
+            continue
+        if header is None:
+            header = len(fields)
+            continue
+        if len(fields) > header:
+            extra = [f for f in fields[header:] if f.strip()]
+            if extra:
+                raise DataError(f"{path} line {line_no} has {len(fields)} fields but the header "
+                                f"names {header} columns (extra: {', '.join(extra[:3])})",
+                                "name every column in the header line, or remove the extra "
+                                "fields from that line")
+            trailing += 1
+    if trailing and problems is not None:
+        problems.append(Problem("extra_fields", path.name, f"{trailing} row(s) end with empty "
+                                "fields beyond the header (trailing separators): ignored",
+                                "converted"))
+
+
 def _decode_text(raw: bytes, path: Path, problems) -> str:
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return raw.decode("utf-16")
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+        if len(raw) % 2:  # a copy cut short inside its last character: drop the half
+            note, raw = "ends in half a UTF-16 character (cut short?): last byte ignored", raw[:-1]
+        else:
+            note = "UTF-16 text with undecodable bytes: replaced by \ufffd"
+        if problems is not None:
+            problems.append(Problem("encoding", path.name, note, "converted"))
+        return raw.decode("utf-16", errors="replace")
     if b"\x00" in raw[:4096]:
         raise DataError(f"{path} is not a text CSV file (it holds binary data)",
                         "pass the labels CSV, not an image or spreadsheet")

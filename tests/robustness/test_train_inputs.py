@@ -139,6 +139,18 @@ def _csv(d, text):
     return d / "labels.csv"
 
 
+def _csv_rows(d, header, row, enc="utf-8"):
+    """Four good images per class ``a``/``b`` and a CSV whose rows are ``row.format(path, label)``."""
+    lines = [header]
+    for cls in ("a", "b"):
+        for i in range(4):
+            write_good_jpeg(d / "img", f"{cls}{i}.jpg", seed=i + 10 * (cls == "b"))
+            lines.append(row.format(f"img/{cls}{i}.jpg", cls))
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "labels.csv").write_bytes(("\n".join(lines) + "\n").encode(enc))
+    return d / "labels.csv"
+
+
 REFUSED = {
     # name: (make the --data path, exit code, words the error line must contain)
     "missing_path": (lambda d: d / "no such folder", 3, ["does not exist"]),
@@ -151,6 +163,10 @@ REFUSED = {
     "csv_header_only": (lambda d: _csv(d, "image,label\n"), 3, ["labels.csv has a header but no rows"]),
     "csv_binary_junk": (lambda d: _csv(d, "\x00\x01PK\x03\x04"), 3, ["not a text CSV"]),
     "all_outside_root": (_all_outside_root, 3, ["point outside the dataset folder"]),
+    "csv_unclosed_quote": (lambda d: _csv(d, 'image,label\n"a0.jpg,a\nb0.jpg,b\n'), 3,
+                           ["could not be parsed as CSV", "EOF inside string"]),
+    "csv_more_fields_than_header": (lambda d: _csv_rows(d, "image,label", "{},{},extra,x"), 3,
+                                    ["line 2 has 4 fields but the header names 2 columns"]),
 }
 
 
@@ -166,6 +182,29 @@ def test_untrainable_dataset_is_refused_with_one_line(skinzoo, tmp_path, name):
         assert word in line, line
     assert "  hint: " in result.output
     assert not out.exists() or not any(out.iterdir())  # no half run directory left behind
+
+
+@pytest.mark.parametrize("name, header, row, enc, kind", [
+    ("trailing_separators", "image,label", "{},{},", "utf-8", "extra_fields"),
+    ("utf16_tabs", "image\tlabel", "{}\t{}", "utf-16", None),
+    ("cp1252", "image;label;note", "{};{};r\xe9sum\xe9", "cp1252", "encoding"),
+    ("utf16_cut_short", "image,label", "{},{}", "utf-16-cut", "encoding"),
+])
+def test_csv_shapes_that_are_read_not_refused(skinzoo, tmp_path, name, header, row, enc, kind):
+    """Spreadsheet exports: trailing separators, UTF-16 with tabs, Windows-1252 text (checked
+    with `data split`, which reads the CSV exactly as train does, without training)."""
+    data = _csv_rows(tmp_path / "d", header, row, enc.replace("-cut", ""))
+    if enc.endswith("-cut"):  # a copy that lost its last byte: half a UTF-16 code unit
+        data.write_bytes(data.read_bytes()[:-1])
+    result = skinzoo("data", "split", data, "--out", tmp_path / "split.csv", "--test", "0",
+                     "--val", "0.3")
+    assert result.exit_code == 0, result.output
+    split = pd.read_csv(tmp_path / "split.csv", dtype=str)
+    assert sorted(split["label"]) == ["a"] * 4 + ["b"] * 4
+    if kind:
+        from skinzoo.data.sources import load_dataset
+
+        assert kind in {p.kind for p in load_dataset(data).problems}
 
 
 def test_all_outside_root_is_accepted_with_the_flag(skinzoo, tmp_path):
