@@ -359,7 +359,22 @@ def test_smote_on_pixels_refuses_a_too_big_image_size_with_the_estimate(skinzoo,
     needed = float(line.split("needs ~")[1].split()[0])
     assert 3 < needed < 7  # the estimate for ~100 training images at 512 px, not a placeholder
     assert "hint: " in result.output and "--balance oversample" in result.output
-    assert not (only_run(out) / "best.keras").exists()
+    assert not list(out.rglob("*.keras")) if out.exists() else True  # nothing was trained
+
+
+@pytest.mark.xfail(strict=True, reason="skinzoo/train/fit.py creates the run directory in "
+                   "prepare() and leaves it (config, split, classes.json, no model) when the job "
+                   "fails before the first epoch; find_latest_run then picks that empty run")
+def test_a_job_that_fails_before_its_first_epoch_leaves_no_run(skinzoo, tmp_path, synth_dir,
+                                                                 monkeypatch):
+    from skinzoo.data import balance
+
+    monkeypatch.setattr(balance, "_available_bytes", lambda: 2 * 2**30)
+    out = tmp_path / "runs"
+    result = skinzoo("train", "--data", synth_dir, "--balance", "smote", "--img-size", "512",
+                     *TINY[:2], "--epochs", "1", "--out", out)
+    assert result.exit_code == 6, result.output
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
 
 
 def test_memory_cache_refuses_what_would_not_fit(skinzoo, tmp_path, synth_dir):
