@@ -9,7 +9,8 @@ import click
 @click.argument("pattern", required=False, default="*")
 @click.option("--no-size", is_flag=True,
               help="Skip parameters and MACs (they need each model built once; ~1 s per deep net).")
-def models(pattern, no_size):
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (the README's model table).")
+def models(pattern, no_size, markdown):
     """List the registered models matching PATTERN (wildcards: "resnet*", "*cnn").
 
     Columns: parameters and multiply-accumulates of one image at the model's default input size
@@ -32,7 +33,13 @@ def models(pattern, no_size):
                      "yes" if info.pretrained else "no", info.description])
     header = ["name", "family", "params", "GMACs", "size", "batch", "lr", "imagenet",
               "description"]
-    click.echo(_table(header, rows))
+    click.echo(_markdown(header, rows) if markdown else _table(header, rows))
+
+
+def _markdown(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _size_of(name):
