@@ -65,8 +65,13 @@ def child_main(name: str, quick: bool, data: str | None, out: str) -> int:
     except BaseException as err:  # noqa: BLE001 - any failure is a table row, not a crash
         import traceback
 
-        payload = {"ok": False, "error": f"{type(err).__name__}: {err}",
-                   "traceback": traceback.format_exc()}
+        from skinzoo.errors import SkinzooError
+
+        if isinstance(err, SkinzooError):  # a user-side problem (data absent...): no traceback
+            payload = {"ok": False, "error": f"{type(err).__name__}: {err.message}", "hint": err.hint}
+        else:
+            payload = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+            payload["traceback"] = traceback.format_exc()
     payload["seconds"] = round(time.perf_counter() - started, 2)
     payload["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     Path(out).write_text(json.dumps(payload, default=_jsonable))
@@ -166,7 +171,7 @@ def target_met(value, target: str | None) -> bool | None:
 
 def table_rows(name: str, payload: dict) -> list[tuple]:
     if not payload.get("ok"):
-        return [(name, "FAILED", payload.get("error", "unknown error"), "", "", "", "")]
+        return [(name, "FAILED", _one_line(payload.get("error", "unknown error")), "", "", "", "")]
     result = payload["result"]
     rows = [(name, figure, _fmt(value), "", "", "", "")
             for figure, value in (result.get("figures") or {}).items()]
@@ -179,6 +184,12 @@ def table_rows(name: str, payload: dict) -> list[tuple]:
     rows.append((name, "(process)", f"{payload.get('seconds', 0):.0f} s, peak RSS "
                  f"{payload.get('peak_rss_mb', 0):.0f} MB", "", "", "", ""))
     return rows
+
+
+def _one_line(text: str, limit: int = 110) -> str:
+    """The first line of an error, shortened: the table stays readable, the JSON keeps it all."""
+    first = str(text).strip().splitlines()[0] if str(text).strip() else "unknown error"
+    return first if len(first) <= limit else first[:limit - 3] + "..."
 
 
 def _fmt(value) -> str:
@@ -213,8 +224,7 @@ def write_result(name: str, payload: dict, quick: bool, data: str | None, machin
         record["targets_met"] = {r: target_met(v, (result.get("targets") or {}).get(r))
                                  for r, v in (result.get("ratios") or {}).items()}
     else:
-        record["error"] = payload.get("error")
-        record["traceback"] = payload.get("traceback")
+        record.update({k: payload.get(k) for k in ("error", "hint", "traceback")})
     path = RESULTS_DIR / f"{name}.json"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, json.loads(json.dumps(record, default=_jsonable)))
@@ -267,10 +277,17 @@ def main(argv=None) -> int:
     rows, failures = [], 0
     for name in names:
         print(f"\n=== {name} ===", flush=True)
-        payload = run_child(name, args.quick, data, args.timeout)
+        try:
+            payload = run_child(name, args.quick, data, args.timeout)
+        except KeyboardInterrupt:  # the child got the same Ctrl-C; show what finished
+            print(f"\ninterrupted during {name}; results so far:")
+            print("\n" + format_table(rows) if rows else "(none)")
+            return 130
         if not payload.get("ok"):
             failures += 1
             print(f"{name} FAILED: {payload.get('error')}", file=sys.stderr)
+            if payload.get("hint"):
+                print(f"  hint: {payload['hint']}", file=sys.stderr)
             if payload.get("traceback"):
                 print(payload["traceback"], file=sys.stderr)
         path = write_result(name, payload, args.quick, data, machine, versions_, started)
