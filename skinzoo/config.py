@@ -134,10 +134,45 @@ def resolve(file_options: dict | None = None, cli_options: dict | None = None) -
     """Merge defaults < file < command line (``None`` on the command line means "not given")."""
     merged = dict(file_options or {})
     merged.update({k: v for k, v in (cli_options or {}).items() if v is not None})
+    for key, value in merged.items():
+        check_type(key, value)
     try:
         return TrainConfig(**merged)
     except TypeError as err:
         raise UsageError(f"bad training options: {err}") from None
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+               list: "a list"}
+
+
+def check_type(key: str, value) -> None:
+    """TOML gives typed values; refuse ``epochs = "many"`` or ``lr = true`` with one line."""
+    import typing
+
+    hints = typing.get_type_hints(TrainConfig)
+    if key not in hints or value is None:
+        return
+    allowed = [t for t in typing.get_args(hints[key]) if t is not type(None)] or [hints[key]]
+    allowed = [typing.get_origin(t) or t for t in allowed]
+
+    def fits(kind):
+        if kind is bool:
+            return isinstance(value, bool)
+        if kind is int:
+            return isinstance(value, int) and not isinstance(value, bool)
+        if kind is float:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, kind)
+
+    if not any(fits(kind) for kind in allowed):
+        wanted = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in allowed)
+        raise UsageError(f"config: {key} = {value!r} must be {wanted}",
+                         f"write e.g. {key} = {_example(allowed[0])} (no quotes around numbers)")
+
+
+def _example(kind) -> str:
+    return {int: "10", float: "0.001", bool: "true", list: "[256, 128]"}.get(kind, '"text"')
 
 
 def to_toml(config: TrainConfig) -> str:

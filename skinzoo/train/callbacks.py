@@ -42,6 +42,45 @@ def backup_epoch(backup_dir: str | Path) -> int:
         return 0
 
 
+def check_resume_files(run) -> None:
+    """Before resuming, read every file resuming depends on; a damaged one is named in a
+    TrainingError (never a JSON/HDF5/zip traceback half-way into training)."""
+    import zipfile
+
+    from skinzoo.errors import TrainingError
+
+    hint = (f"delete {run.backup} to restart the run from scratch (best.keras is kept), "
+            "or start a new run")
+
+    def damaged(path, why):
+        return TrainingError(f"cannot resume: {path} is damaged ({why})", hint)
+
+    for path in (run.state, run.backup / "training_metadata.json"):
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+            except (ValueError, UnicodeDecodeError) as err:
+                raise damaged(path, str(err).splitlines()[0]) from None
+    weights = run.backup / "latest.weights.h5"
+    if weights.exists():
+        import h5py
+
+        try:
+            with h5py.File(weights, "r"):
+                pass
+        except OSError as err:
+            raise damaged(weights, str(err).splitlines()[0][:120]) from None
+    if run.best_model.exists() and not zipfile.is_zipfile(run.best_model):
+        raise damaged(run.best_model, "not a complete .keras archive")
+    if run.history.exists():
+        try:
+            pd.read_csv(run.history)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise damaged(run.history, str(err).splitlines()[0]) from None
+
+
 class HistoryLogger(keras.callbacks.Callback):
     """history.csv, one row per finished epoch, rewritten atomically each epoch."""
 
@@ -78,6 +117,22 @@ def _current_lr(model) -> float:
         return float(keras.ops.convert_to_numpy(lr))
     except Exception:  # an optimizer without a readable rate must not stop training
         return float("nan")
+
+
+def save_model_atomic(model, path) -> None:
+    """Save through a temporary file; a failed write (disk full...) leaves the old file intact
+    and becomes a TrainingError instead of a traceback."""
+    from skinzoo.errors import TrainingError
+
+    try:
+        with atomic_path(path) as tmp:
+            model.save(tmp)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        kept = f"the previous {Path(path).name} is intact" if Path(path).exists() else \
+            "no earlier model was saved"
+        raise TrainingError(f"could not write {path}: {reason}; {kept}",
+                            f"free some space, then continue with: skinzoo train --resume {Path(path).parent}") from None
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -123,11 +178,10 @@ class BestCheckpoint(keras.callbacks.Callback):
                              f"choose one of: {', '.join(sorted(logs))}")
         value = float(logs[self.monitor])
         if math.isfinite(value) and self._better(value):
+            if self.write:
+                save_model_atomic(self.model, self.model_path)
             self.best, self.best_epoch, self.wait = value, epoch, 0
             self._best_weights = self.model.get_weights() if self.restore_best else None
-            if self.write:
-                with atomic_path(self.model_path) as tmp:
-                    self.model.save(tmp)
         else:
             self.wait += 1
             if self.patience and self.wait >= self.patience:

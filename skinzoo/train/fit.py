@@ -123,6 +123,9 @@ def prepare(config: TrainConfig, run: RunDir | None = None, echo=print) -> Prepa
         split = read_split_file(run.split, table)
         from skinzoo.train.callbacks import backup_epoch
 
+        from skinzoo.train.callbacks import check_resume_files
+
+        check_resume_files(run)
         resumed_from = backup_epoch(run.backup)
     else:
         split = read_split_file(config.split_file, table) if config.split_file else \
@@ -132,6 +135,7 @@ def prepare(config: TrainConfig, run: RunDir | None = None, echo=print) -> Prepa
         else:  # non-chief workers write nothing the user keeps
             run = RunDir(tempfile.mkdtemp(prefix=f"skinzoo-worker{choice.worker_index}-"))
         write_split_file(table, split, run.split)
+        write_problems(report.problems, run.path / "problems.csv")
         resolved = dataclasses.replace(config, img_size=img_size, batch_size=batch, lr=lr,
                                        weights=weights or "none", split_file=None)
         write_text_atomic(run.config, to_toml(resolved))
@@ -145,6 +149,29 @@ def prepare(config: TrainConfig, run: RunDir | None = None, echo=print) -> Prepa
                     weights, list(getattr(report, "problems", [])), resumed_from)
 
 
+def write_problems(problems, path) -> None:
+    """problems.csv: every file skipped, converted or reported while reading the dataset."""
+    rows = [{"kind": q.kind, "where": q.where, "message": q.message, "action": q.action} for q in problems]
+    write_text_atomic(path, pd.DataFrame(rows, columns=["kind", "where", "message", "action"]).to_csv(index=False))
+
+
+def problem_lines(problems, per_kind: int = 5) -> list[str]:
+    """Skipped/converted files named, a few per kind, so a user sees what was left out."""
+    handled = [q for q in problems if getattr(q, "action", "") in ("skipped", "converted")]
+    if not handled:
+        return []
+    lines = [f"  {len(handled)} file(s) skipped or converted (all in problems.csv of the run):"]
+    by_kind: dict[str, list] = {}
+    for q in handled:
+        by_kind.setdefault(f"{q.action}: {q.kind}", []).append(q)
+    for kind, items in by_kind.items():
+        # a file is named by its path; a CSV row ("x.csv line 12") by its message, which names the image
+        names = ", ".join(str(q.message if " line " in str(q.where) else q.where) for q in items[:per_kind])
+        more = f" and {len(items) - per_kind} more" if len(items) > per_kind else ""
+        lines.append(f"    {kind} ({len(items)}): {names}{more}")
+    return lines
+
+
 def summary_lines(p: Prepared, model=None, steps_per_epoch=None) -> list[str]:
     """What is about to happen, before the first (slow) training step."""
     counts = pd.crosstab(p.table["label"], p.split).reindex(index=p.classes, fill_value=0)
@@ -154,9 +181,7 @@ def summary_lines(p: Prepared, model=None, steps_per_epoch=None) -> list[str]:
         lines.append(f"resuming after epoch {p.resumed_from}")
     lines.append(f"data: {p.config.data} ({len(p.table)} images, {p.table['group'].nunique()} groups, "
                  f"{len(p.classes)} classes)")
-    handled = [q for q in p.problems if getattr(q, "action", "") in ("skipped", "converted")]
-    if handled:
-        lines.append(f"  {len(handled)} file(s) skipped or converted: see `skinzoo data check {p.config.data}`")
+    lines += problem_lines(p.problems)
     lines += ["  " + line for line in counts.to_string().splitlines()]
     if model is not None:
         lines.append(f"model: {p.config.model}, {model.count_params():,} parameters, input "
@@ -261,12 +286,21 @@ def smote_pixel_dataset(p: Prepared, paths, labels):
 
 def train(config: TrainConfig, run: RunDir | None = None, echo=print) -> TrainResult:
     """Run a full training job and return where everything is."""
+    started = time.time()
+    p = prepare(config, run, echo)
+    try:
+        return _run_stages(p, started, echo)
+    except BaseException:
+        if run is None and p.strategy.is_chief and not p.run.history.exists():
+            shutil.rmtree(p.run.path, ignore_errors=True)  # failed before any epoch: nothing to keep
+        raise
+
+
+def _run_stages(p: Prepared, started: float, echo) -> TrainResult:
     import keras
 
     from skinzoo.train.strategy import precision_policy
 
-    started = time.time()
-    p = prepare(config, run, echo)
     c = p.config
     k = len(p.classes)
     policy = precision_policy(c.precision, p.strategy)
@@ -383,6 +417,9 @@ def raise_if_aborted(model, p: Prepared, lr: float):
             f"the usual cause is a learning rate that is too high (lr={lr:g}): try --lr {lr / 10:g} "
             "or --clipnorm 1.0, then start a new run",
         )
+    if not p.run.history.exists():
+        raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}, before any epoch finished: "
+                                  "nothing to keep", "run the same command again to start over")
     raise TrainingInterrupted(f"interrupted during epoch {epoch + 1}; {kept}",
                               f"resume with: skinzoo train --resume {p.run.path}")
 
@@ -398,7 +435,7 @@ def count_history_rows(run: RunDir, stage: str | None = None) -> int:
 
 def finish(p: Prepared, model, stages, started, echo) -> TrainResult:
     """Best model in place, validation metrics, curves, summary; backups removed."""
-    from skinzoo.fileio import atomic_path
+    from skinzoo.train.callbacks import save_model_atomic
 
     run = p.run
     state = {}
@@ -407,8 +444,7 @@ def finish(p: Prepared, model, stages, started, echo) -> TrainResult:
 
         state = json.loads(run.state.read_text())
     if p.strategy.is_chief and not run.best_model.exists():
-        with atomic_path(run.best_model) as tmp:
-            model.save(tmp)
+        save_model_atomic(model, run.best_model)
     val_metrics = validation_metrics(p, model)
     if p.strategy.is_chief:
         write_json_atomic(run.metrics, val_metrics)

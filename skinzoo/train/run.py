@@ -76,7 +76,11 @@ def new_run_dir(root: str | Path, model: str, now: _dt.datetime | None = None) -
     now = now or _dt.datetime.now()
     name = f"{now:%Y%m%d-%H%M%S}-{model}-{secrets.token_hex(3)}"
     path = Path(root) / name
-    path.mkdir(parents=True, exist_ok=False)
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except OSError as err:
+        raise UsageError(f"cannot create the run directory {path}: {err.strerror or err}",
+                         "choose another --out folder that you can write to") from None
     return RunDir(path)
 
 

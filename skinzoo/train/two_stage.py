@@ -143,10 +143,10 @@ def train_head(p, echo=print):
     raise_if_aborted(head, p, p.lr)
     copy_head_weights(head, full)
     if p.strategy.is_chief:
-        from skinzoo.fileio import atomic_path, write_json_atomic
+        from skinzoo.fileio import write_json_atomic
+        from skinzoo.train.callbacks import save_model_atomic
 
-        with atomic_path(p.run.best_model) as tmp:
-            full.save(tmp)
+        save_model_atomic(full, p.run.best_model)
         write_json_atomic(p.run.state, {"best": best.best, "best_epoch": best.best_epoch,
                                         "monitor": c.monitor, "stage": "head"})
     return full

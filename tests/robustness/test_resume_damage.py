@@ -55,9 +55,6 @@ DAMAGE = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="skinzoo/train/callbacks.py reads state.json, Keras' "
-                   "backup files and best.keras on resume without catching damage (JSONDecodeError, "
-                   "OSError from h5py, BadZipFile tracebacks)")
 @pytest.mark.parametrize("name", sorted(DAMAGE))
 def test_resume_with_a_damaged_file_names_it(skinzoo, interrupted_run, tmp_path, name):
     run = tmp_path / "run"

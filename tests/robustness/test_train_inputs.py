@@ -49,9 +49,6 @@ def test_messy_folder_trains_on_the_good_images(messy_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="skinzoo/train/fit.py summary_lines only counts skipped "
-                   "files ('see skinzoo data check'); it should name them and keep the list in "
-                   "the run directory")
 def test_training_names_the_skipped_files(messy_run):
     messy, run, output = messy_run
     for image_id in [*messy.bad, *messy.missing_rows]:
@@ -215,8 +212,6 @@ def test_all_outside_root_is_accepted_with_the_flag(skinzoo, tmp_path):
     assert result.exit_code == 3 and "group(s)" in result.output  # 1 image per class cannot split
 
 
-@pytest.mark.xfail(strict=True, reason="skinzoo/train/run.py new_run_dir lets mkdir's OSError "
-                   "(NotADirectoryError, PermissionError, read-only disk) escape as a traceback")
 def test_out_folder_that_cannot_be_created(skinzoo, tmp_path, synth_dir):
     blocker = tmp_path / "a file"
     blocker.write_text("not a folder")
@@ -248,8 +243,6 @@ def test_missing_config_file(skinzoo, tmp_path, synth_dir):
     assert result.exit_code == 2 and "nope.toml does not exist" in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="skinzoo/config.py resolve() does not check value types: "
-                   "epochs = 'many' reaches validate() and raises TypeError")
 @pytest.mark.parametrize("line", ['epochs = "many"', 'batch_size = "8"', 'img_size = "64"'])
 def test_config_value_of_the_wrong_type_is_a_usage_error(skinzoo, tmp_path, synth_dir, line):
     config = tmp_path / "c.toml"
@@ -316,8 +309,6 @@ def test_failed_checkpoint_write_keeps_the_previous_best_keras(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="skinzoo/train/callbacks.py BestCheckpoint lets the OSError "
-                   "of a failed best.keras write escape as a traceback")
 def test_disk_full_during_training_is_a_clear_error(skinzoo, tmp_path, monkeypatch):
     from skinzoo.runtime import tf
 
@@ -360,9 +351,6 @@ def test_smote_on_pixels_refuses_a_too_big_image_size_with_the_estimate(skinzoo,
     assert not list(out.rglob("*.keras")) if out.exists() else True  # nothing was trained
 
 
-@pytest.mark.xfail(strict=True, reason="skinzoo/train/fit.py creates the run directory in "
-                   "prepare() and leaves it (config, split, classes.json, no model) when the job "
-                   "fails before the first epoch; find_latest_run then picks that empty run")
 def test_a_job_that_fails_before_its_first_epoch_leaves_no_run(skinzoo, tmp_path, synth_dir,
                                                                  monkeypatch):
     from skinzoo.data import balance
