@@ -335,6 +335,19 @@ def resolve_stages(p: Prepared) -> list[str]:
             "end-to-end": ["end-to-end"]}[stages]
 
 
+def require_shared_head(model, p: Prepared) -> None:
+    """Two-stage training copies a separately trained head into the model by layer name: only
+    models ending in the zoo's shared head (``embedding`` → ``head_*`` → ``predictions``) can."""
+    names = [layer.name for layer in model.layers]
+    after = names[names.index("embedding") + 1:] if "embedding" in names else []
+    wanted = [f"head_dense{i}" for i in range(1, len(p.config.dense) + 1)]
+    if not after or not all(n.startswith("head_") or n == "predictions" for n in after) \
+            or not all(n in after for n in wanted):
+        raise UsageError(f"--stages {p.config.stages} needs a model with the zoo's transfer head "
+                         f"(embedding -> head -> predictions); {p.config.model} trains end to end",
+                         "drop --stages, or use e.g. resnet18_small, resnet50, efficientnetb0, resnet50v2")
+
+
 def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
     """Train the whole model (or fine-tune the top of a transfer model) on the image pipeline."""
     import keras
@@ -353,6 +366,7 @@ def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
         if model is None:
             model = build_for_training(p, k)
             if finetune:
+                require_shared_head(model, p)
                 from skinzoo.models.transfer import freeze_backbone
 
                 freeze_backbone(model)

@@ -50,7 +50,15 @@ class RunDir:
         if not self.classes_file.exists():
             raise UsageError(f"{self.path} is not a skinzoo run directory (no classes.json)",
                              "pass a folder made by `skinzoo train`, or a .keras model with --data and --classes")
-        return json.loads(self.classes_file.read_text(encoding="utf-8"))
+        try:
+            info = json.loads(self.classes_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise UsageError(f"{self.classes_file} is damaged: {str(err).splitlines()[0]}",
+                             "restore it from a backup, or retrain") from None
+        if not isinstance(info, dict) or not isinstance(info.get("classes"), list):
+            raise UsageError(f"{self.classes_file} has no list of classes",
+                             'it should look like {"classes": ["akiec", "bcc", ...], ...}')
+        return info
 
     @property
     def classes(self) -> list[str]:

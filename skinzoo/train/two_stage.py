@@ -82,7 +82,8 @@ def train_head(p, echo=print):
     from skinzoo.data import balance
     from skinzoo.models.transfer import copy_head_weights, feature_extractor, freeze_backbone, head_model
     from skinzoo.train import callbacks as cb
-    from skinzoo.train.fit import build_for_training, make_loss, make_optimizer, summary_lines
+    from skinzoo.train.fit import (build_for_training, make_loss, make_optimizer,
+                                   require_shared_head, summary_lines)
     from skinzoo.train.metrics import monitor_mode, training_metrics
     from skinzoo.train.schedules import make_schedule
 
@@ -90,6 +91,7 @@ def train_head(p, echo=print):
     k = len(p.classes)
     with p.strategy.strategy.scope():
         full = build_for_training(p, k)
+        require_shared_head(full, p)
         freeze_backbone(full)
     extractor = feature_extractor(full)
     for line in summary_lines(p, full):

@@ -111,3 +111,9 @@ def test_bad_options_are_usage_errors(synth_dir, tmp_path):
         train(tiny(synth_dir, tmp_path, monitor="val_nonsense", epochs=1), echo=quiet)
     with pytest.raises(UsageError, match="no dataset"):
         train(TrainConfig(out=str(tmp_path)), echo=quiet)
+
+
+def test_explicit_stages_need_the_shared_head(synth_dir, tmp_path):
+    with pytest.raises(UsageError, match="transfer head"):
+        train(tiny(synth_dir, tmp_path, model="compact_resnet", stages="both"), echo=quiet)
+    assert not list((tmp_path / "runs").glob("*/classes.json"))  # nothing left behind
