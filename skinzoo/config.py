@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from skinzoo.errors import UsageError
@@ -43,8 +43,8 @@ class TrainConfig:
     model: str = "compact_resnet"
     weights: str | None = None  # imagenet | none | PATH; None = the model's default
     img_size: int | None = None
-    dense: list = field(default_factory=lambda: [256, 128])
-    dropout: float = 0.5
+    dense: list | None = None  # transfer head widths; None = the model's default (256, 128)
+    dropout: float | None = None  # None = the model's default
     # optimisation
     epochs: int = 10
     batch_size: int | None = None

@@ -234,10 +234,21 @@ def build_for_training(p: Prepared, num_classes: int):
     from skinzoo.models.registry import build_model, builder_defaults
 
     accepted = builder_defaults(p.config.model)
-    options = {k: v for k, v in (("dense", tuple(p.config.dense)), ("dropout", p.config.dropout))
-               if k in accepted}
+    options = {k: v for k, v in head_options(p.config, defaults=False).items() if k in accepted}
     return build_model(p.config.model, num_classes, input_shape=(p.img_size, p.img_size, 3),
                        weights=p.weights, **options)
+
+
+def head_options(config: TrainConfig, defaults: bool = True) -> dict:
+    """The options the user set for the transfer head; with ``defaults``, the model's own values
+    filled in (two-stage training builds the same head on its own)."""
+    from skinzoo.models.registry import builder_defaults
+
+    chosen = {"dense": None if config.dense is None else tuple(config.dense), "dropout": config.dropout}
+    if defaults:
+        model_defaults = builder_defaults(config.model)
+        chosen = {k: model_defaults.get(k) if v is None else v for k, v in chosen.items()}
+    return {k: v for k, v in chosen.items() if v is not None}
 
 
 def train_datasets(p: Prepared, seed_offset: int = 0):
@@ -338,10 +349,13 @@ def resolve_stages(p: Prepared) -> list[str]:
 def require_shared_head(model, p: Prepared) -> None:
     """Two-stage training copies a separately trained head into the model by layer name: only
     models ending in the zoo's shared head (``embedding`` → ``head_*`` → ``predictions``) can."""
+    from skinzoo.models.registry import builder_defaults
+
     names = [layer.name for layer in model.layers]
     after = names[names.index("embedding") + 1:] if "embedding" in names else []
-    wanted = [f"head_dense{i}" for i in range(1, len(p.config.dense) + 1)]
-    if not after or not all(n.startswith("head_") or n == "predictions" for n in after) \
+    wanted = [f"head_dense{i}" for i in range(1, len(head_options(p.config).get("dense", ())) + 1)]
+    if not after or not isinstance(builder_defaults(p.config.model).get("dense"), tuple | list) \
+            or not all(n.startswith("head_") or n == "predictions" for n in after) \
             or not all(n in after for n in wanted):
         raise UsageError(f"--stages {p.config.stages} needs a model with the zoo's transfer head "
                          f"(embedding -> head -> predictions); {p.config.model} trains end to end",

@@ -82,7 +82,7 @@ def train_head(p, echo=print):
     from skinzoo.data import balance
     from skinzoo.models.transfer import copy_head_weights, feature_extractor, freeze_backbone, head_model
     from skinzoo.train import callbacks as cb
-    from skinzoo.train.fit import (build_for_training, make_loss, make_optimizer,
+    from skinzoo.train.fit import (build_for_training, head_options, make_loss, make_optimizer,
                                    require_shared_head, summary_lines)
     from skinzoo.train.metrics import monitor_mode, training_metrics
     from skinzoo.train.schedules import make_schedule
@@ -123,7 +123,7 @@ def train_head(p, echo=print):
     from skinzoo.data.pipeline import encode_targets
 
     with p.strategy.strategy.scope():
-        head = head_model(x_train.shape[1], k, dense=tuple(c.dense), dropout=c.dropout)
+        head = head_model(x_train.shape[1], k, **head_options(c))
         steps = max(1, len(x_train) // p.global_batch)
         schedule = make_schedule(c.schedule, p.lr, steps, c.epochs, c.warmup_epochs)
         head.compile(optimizer=make_optimizer(c, schedule), loss=make_loss(k, c.label_smoothing),
