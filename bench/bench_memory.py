@@ -91,7 +91,8 @@ def array_child(data: str) -> None:
                   metrics=["accuracy"])
     model.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=BATCH, epochs=1,
               verbose=2)
-    print(f"arrays: train {x_train.shape} val {x_val.shape}, {(x_train.nbytes + x_val.nbytes) / 2**20:.0f} MB")
+    megabytes = (x_train.nbytes + x_val.nbytes) / 2**20
+    print(f"arrays: train {x_train.shape} val {x_val.shape}, {megabytes:.0f} MB")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -131,8 +132,10 @@ def run(quick: bool = False, data: str | None = None) -> dict:
             from skinzoo.data.sources import load_dataset
 
             n_images = len(load_dataset(data).table)
-        disk_rss, disk_s = run_measured("skinzoo train --cache disk", disk_cache_command(data, tmp / "runs"), tmp / "disk.log", repo)
-        array_rss, array_s = run_measured("array baseline", array_command(data), tmp / "array.log", repo)
+        disk_rss, disk_s = run_measured("skinzoo train --cache disk",
+                                        disk_cache_command(data, tmp / "runs"), tmp / "disk.log", repo)
+        array_rss, array_s = run_measured("array baseline", array_command(data), tmp / "array.log",
+                                          repo)
         array_log = (tmp / "array.log").read_text(errors="replace")
     array_mb = n_images * 0.85 * IMG_SIZE * IMG_SIZE * 3 * 4 / 2**20  # train + val share, float32
     result = {

@@ -149,8 +149,9 @@ def versions() -> dict:
             except metadata.PackageNotFoundError:
                 continue
     try:
-        found["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
-                                             capture_output=True, text=True, timeout=10).stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=10)
+        found["git_commit"] = head.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         found["git_commit"] = None
     return found
