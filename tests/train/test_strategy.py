@@ -28,7 +28,7 @@ def test_parse_gpus():
 
 
 def test_worker_hosts_write_tf_config(monkeypatch):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("TF_CONFIG", "")  # so monkeypatch restores whatever write_tf_config sets
     config = write_tf_config("10.0.0.1:2222, 10.0.0.2:2222", 1)
     assert json.loads(os.environ["TF_CONFIG"]) == config
     assert config["cluster"]["worker"] == ["10.0.0.1:2222", "10.0.0.2:2222"]
