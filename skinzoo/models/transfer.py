@@ -90,7 +90,8 @@ def feature_extractor(model):
     except ValueError:
         raise ModelError(f"model {model.name!r} has no {EMBEDDING!r} layer",
                          "feature extraction needs a zoo model with a pooled embedding layer.") from None
-    return keras.Model(model.inputs, embedding.output, name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, embedding.output, name=f"{model.name}_features")
 
 
 def _split(model):

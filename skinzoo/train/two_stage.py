@@ -61,12 +61,17 @@ def compute_embeddings(extractor, paths, img_size, batch_size, resize="crop", ha
     chunk = 512  # bounded memory: decode, embed and drop images chunk by chunk
     for start in range(0, len(paths), chunk):
         images = load_images(paths[start:start + chunk], img_size, resize=resize, hair_removal=hair_removal)
+        n = len(images)
+        # Pad to whole batches: a partial last batch would make predict trace the graph again.
+        pad = -n % batch_size
+        if pad:
+            images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
         if view:
             ds = make_array_dataset(images, None, None, batch_size=batch_size, training=False,
                                     augment=augment, seed=seed + 1000 * view, force_augment=True)
         else:
             ds = images
-        chunks.append(extractor.predict(ds, batch_size=batch_size, verbose=0))
+        chunks.append(extractor.predict(ds, batch_size=batch_size, verbose=0)[:n])
     embeddings = np.concatenate(chunks).astype(np.float32)
     if cache_file is not None:
         from skinzoo.fileio import atomic_path

@@ -68,23 +68,30 @@ def slow_data(tmp_path_factory):
     return root
 
 
-def test_kill_9_then_resume_has_every_epoch_once(slow_data, tmp_path):
-    out = tmp_path / "runs"
-    args = common(slow_data, out, "--epochs", 6, "--batch-size", 8, "--model", "compact_resnet",
+def start_and_wait(data, out: Path, epochs: int, rows: int):
+    """Start a real training process; return it with its run directory once ``rows`` epochs of
+    its history are written (the moment to kill or interrupt it)."""
+    out.mkdir(exist_ok=True)
+    args = common(data, out, "--epochs", epochs, "--batch-size", 8, "--model", "compact_resnet",
                   "--img-size", 48)
-    proc = subprocess.Popen(skinzoo(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    proc = subprocess.Popen(skinzoo(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            text=True)
     try:
-        out.mkdir(exist_ok=True)
         deadline = time.time() + 120
         while not any(out.glob("*/history.csv")) and time.time() < deadline:
             time.sleep(0.05)
         run = only_run(out)
-        wait_for_rows(run / "history.csv", 2, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        wait_for_rows(run / "history.csv", rows, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, run
+
+
+def test_kill_9_then_resume_has_every_epoch_once(slow_data, tmp_path):
+    proc, run = start_and_wait(slow_data, tmp_path / "runs", epochs=6, rows=2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
     killed_rows = len(pd.read_csv(run / "history.csv"))
     assert killed_rows < 6
     resumed = run_ok(["train", "--resume", run])
@@ -96,17 +103,7 @@ def test_kill_9_then_resume_has_every_epoch_once(slow_data, tmp_path):
 
 
 def test_ctrl_c_saves_and_says_how_to_resume(slow_data, tmp_path):
-    out = tmp_path / "runs"
-    out.mkdir()
-    args = common(slow_data, out, "--epochs", 5, "--batch-size", 8, "--model", "compact_resnet",
-                  "--img-size", 48)
-    proc = subprocess.Popen(skinzoo(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
-                            text=True)
-    deadline = time.time() + 120
-    while not any(out.glob("*/history.csv")) and time.time() < deadline:
-        time.sleep(0.05)
-    run = only_run(out)
-    wait_for_rows(run / "history.csv", 1, proc)
+    proc, run = start_and_wait(slow_data, tmp_path / "runs", epochs=5, rows=1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stdout + stderr
