@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from skinzoo_cli.main import LazyGroup
 
 DATA_COMMANDS = {

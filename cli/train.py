@@ -77,7 +77,8 @@ def train(ctx, config_file, resume, **options):
       skinzoo train --config runs/X/config.toml
       skinzoo train --resume runs/X
     """
-    from skinzoo.train.fit import config_from_sources, train as run_training
+    from skinzoo.train.fit import config_from_sources
+    from skinzoo.train.fit import train as run_training
 
     if options.get("seed") is None and (ctx.obj or {}).get("seed") is not None:
         options["seed"] = ctx.obj["seed"]

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from skinzoo_cli.main import cli
 
 from skinzoo import __version__
-from skinzoo_cli.main import cli
 
 
 def test_version_and_help_list_every_command():

@@ -328,7 +328,7 @@ def summary_lines(summary: dict, name: str = "dataset") -> list[str]:
         lines.append(f"sites ({len(summary['site'])}): " + _top(summary["site"]))
     if "images" in summary:
         img = summary["images"]
-        read = f"{_n(img['n_read'])} of {_n(img['n_images'])} (sample)" if img["sampled"] \
+        read = f"sample of {_n(img['n_read'])} of {_n(img['n_images'])}" if img["sampled"] \
             else f"all {_n(img['n_read'])}"
         parts = [f"images ({read}): sizes " + _top(img["sizes"], 3)]
         if "aspect" in img:

@@ -278,7 +278,7 @@ def make_dataset(paths, labels, num_classes: int, img_size, batch_size: int, tra
       then infinite — pass ``steps_per_epoch=balance.oversample_steps(len(labels), batch_size)``
       to ``fit`` (also available as ``dataset.steps_per_epoch``).
     """
-    from skinzoo.data.augment import augment_image, resolve_augment
+    from skinzoo.data.augment import resolve_augment
     from skinzoo.runtime import tf
 
     tf = tf()

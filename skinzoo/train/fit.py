@@ -121,9 +121,7 @@ def prepare(config: TrainConfig, run: RunDir | None = None, echo=print) -> Prepa
     resumed_from = 0
     if run is not None:  # resuming: the run's own split, never a new one
         split = read_split_file(run.split, table)
-        from skinzoo.train.callbacks import backup_epoch
-
-        from skinzoo.train.callbacks import check_resume_files
+        from skinzoo.train.callbacks import backup_epoch, check_resume_files
 
         check_resume_files(run)
         resumed_from = backup_epoch(run.backup)
@@ -313,7 +311,6 @@ def _run_stages(p: Prepared, started: float, echo) -> TrainResult:
     from skinzoo.train.strategy import precision_policy
 
     c = p.config
-    k = len(p.classes)
     policy = precision_policy(c.precision, p.strategy)
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -364,7 +361,6 @@ def require_shared_head(model, p: Prepared) -> None:
 
 def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
     """Train the whole model (or fine-tune the top of a transfer model) on the image pipeline."""
-    import keras
 
     from skinzoo.train.callbacks import backup_epoch
     from skinzoo.train.metrics import monitor_mode, training_metrics

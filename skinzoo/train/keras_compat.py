@@ -30,8 +30,8 @@ def patch_reduce_per_replica() -> None:
     global _PATCHED
     if _PATCHED:
         return
-    from keras.src.backend.tensorflow import trainer
     from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
 
     original = trainer.reduce_per_replica
 

@@ -47,7 +47,7 @@ def compute_embeddings(extractor, paths, img_size, batch_size, resize="crop", ha
                        view=0, augment="none", seed=0, cache_dir=None, model_name="model",
                        fingerprint=None, echo=print) -> np.ndarray:
     """Embeddings (N, D) for ``paths`` in order; view 0 is un-augmented, view v > 0 augmented."""
-    from skinzoo.data.pipeline import make_array_dataset, load_images
+    from skinzoo.data.pipeline import load_images, make_array_dataset
 
     cache_file = None
     if cache_dir is not None:
@@ -85,10 +85,21 @@ def compute_embeddings(extractor, paths, img_size, batch_size, resize="crop", ha
 def train_head(p, echo=print):
     """Stage 1 for a run (``Prepared`` from skinzoo.train.fit): returns the assembled full model."""
     from skinzoo.data import balance
-    from skinzoo.models.transfer import copy_head_weights, feature_extractor, freeze_backbone, head_model
+    from skinzoo.models.transfer import (
+        copy_head_weights,
+        feature_extractor,
+        freeze_backbone,
+        head_model,
+    )
     from skinzoo.train import callbacks as cb
-    from skinzoo.train.fit import (build_for_training, head_options, make_loss, make_optimizer,
-                                   require_shared_head, summary_lines)
+    from skinzoo.train.fit import (
+        build_for_training,
+        head_options,
+        make_loss,
+        make_optimizer,
+        require_shared_head,
+        summary_lines,
+    )
     from skinzoo.train.metrics import monitor_mode, training_metrics
     from skinzoo.train.schedules import make_schedule
 

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from skinzoo.evaluate.predict import load_model_file
-
 from skinzoo.config import TrainConfig, load_toml, resolve
 from skinzoo.errors import TrainingError, UsageError
+from skinzoo.evaluate.predict import load_model_file
 from skinzoo.train.fit import train
 from skinzoo.train.run import find_latest_run
 

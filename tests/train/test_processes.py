@@ -122,7 +122,7 @@ def test_mirrored_two_logical_cpus_matches_one_device(synth_dir, tmp_path):
     within tolerance (summation order differs across replicas, and Adam amplifies it).
     """
     def pair(tag, *extra):
-        one = run_ok(common(synth_dir, tmp_path / f"{tag}1", "--batch-size", 16, "--gpus", 0,
+        run_ok(common(synth_dir, tmp_path / f"{tag}1", "--batch-size", 16, "--gpus", 0,
                             "--balance", "none", *extra))
         two = run_ok(common(synth_dir, tmp_path / f"{tag}2", "--batch-size", 8, "--cpu-replicas", 2,
                             "--balance", "none", *extra))

@@ -54,7 +54,7 @@ def test_head_only_reuses_cache_and_assembled_model_matches_head(synth_dir, tmp_
     model = load_model_file(first.run.best_model)
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     feats = feature_extractor(model).predict(x, verbose=0)
-    head_layers = [l for l in model.layers[model.layers.index(model.get_layer("embedding")) + 1:]]
+    head_layers = model.layers[model.layers.index(model.get_layer("embedding")) + 1:]
     y = feats
     for layer in head_layers:
         y = layer(y, training=False)
