@@ -95,6 +95,9 @@ def main(argv=None):
             "val_balanced_accuracy": val.get("balanced_accuracy"),
         }
         print(f"{name}: done in {seconds / 60:.1f} min", flush=True)
+    if RESULTS.exists():  # another invocation (--only) may have finished meanwhile: keep its models
+        on_disk = json.loads(RESULTS.read_text())
+        results["models"] = {**on_disk.get("models", {}), **results["models"]}
     results.update(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} cores",
                    data=str(data), literature=LITERATURE)
     RESULTS.parent.mkdir(exist_ok=True)
