@@ -67,7 +67,11 @@ def main(argv=None):
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default="runs-ham")
     parser.add_argument("--only", nargs="*", choices=sorted(MODELS))
+    parser.add_argument("--collect", nargs="*", metavar="OUT",
+                        help="rebuild the results from finished runs in these folders (no training)")
     args = parser.parse_args(argv)
+    if args.collect is not None:
+        return collect([Path(p) for p in args.collect] or [Path(args.out)])
     data = Path(args.data)
     if not (data / "HAM10000_metadata.csv").exists():
         raise SystemExit(f"HAM10000 not found at {data} (expected HAM10000_metadata.csv and images/); "
@@ -86,20 +90,45 @@ def main(argv=None):
         if not split_file.exists():
             split_file.write_bytes((run_dir / "split.csv").read_bytes())
         run(skinzoo("evaluate", run_dir, "--split", "test", "--report"), log)  # the one test look
-        test = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
-        val = json.loads((run_dir / "metrics.json").read_text())
-        results["models"][name] = {
-            "options": MODELS[name], "run": str(run_dir), "train_minutes": round(seconds / 60, 1),
-            "test": {k: test.get(k) for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
-                                             "macro_auc", "ci", "per_class")},
-            "val_balanced_accuracy": val.get("balanced_accuracy"),
-        }
+        results["models"][name] = model_result(name, run_dir, seconds / 60)
         print(f"{name}: done in {seconds / 60:.1f} min", flush=True)
     if RESULTS.exists():  # another invocation (--only) may have finished meanwhile: keep its models
         on_disk = json.loads(RESULTS.read_text())
         results["models"] = {**on_disk.get("models", {}), **results["models"]}
     results.update(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} cores",
                    data=str(data), literature=LITERATURE)
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+
+
+def model_result(name: str, run_dir: Path, minutes: float) -> dict:
+    test = json.loads((run_dir / "eval" / "test" / "metrics.json").read_text())
+    val = json.loads((run_dir / "metrics.json").read_text())
+    return {
+        "options": MODELS[name], "run": str(run_dir), "train_minutes": round(minutes, 1),
+        "test": {k: test.get(k) for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
+                                         "macro_auc", "ci", "per_class")},
+        "val_balanced_accuracy": val.get("balanced_accuracy"),
+    }
+
+
+def collect(outs: list[Path]) -> None:
+    """Results from runs that finished (e.g. trained by parallel invocations into other folders):
+    the run folder name holds its start time, metrics.json's mtime its end."""
+    import datetime as dt
+
+    results = {"models": {}}
+    for out in outs:
+        for run_dir in sorted(p for p in out.iterdir() if (p / "eval" / "test" / "metrics.json").exists()):
+            name = next((m for m in MODELS if f"-{m}-" in run_dir.name), None)
+            if name is None:
+                continue
+            started = dt.datetime.strptime(run_dir.name[:15], "%Y%m%d-%H%M%S").timestamp()
+            minutes = ((run_dir / "metrics.json").stat().st_mtime - started) / 60
+            results["models"][name] = model_result(name, run_dir, minutes)
+    results.update(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} cores",
+                   literature=LITERATURE)
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
