@@ -96,3 +96,33 @@ def test_smote_pixels_memory_estimate_and_result():
     with pytest.raises(ResourceError, match="GB") as err:
         smote_pixels(["x.jpg"] * 10000, np.repeat([0, 1], [9000, 1000]), 224, memory_limit_bytes=2**30)
     assert "embeddings" in err.value.hint
+
+
+def test_cli_augment_writes_balanced_trainable_copy(synth_dir, tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+    from skinzoo_cli.main import cli
+
+    from skinzoo.data.sources import load_dataset
+
+    out = tmp_path / "aug"
+    args = ["data", "augment", str(synth_dir), str(out), "--to-count", "20", "--img-size", "32",
+            "--seed", "3"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    copy = load_dataset(out)  # generic CSV, readable as a dataset
+    counts = copy.table["label"].value_counts()
+    source = load_dataset(synth_dir).table["label"].value_counts()
+    for c, n in source.items():
+        assert counts[c] == max(20, n)
+    manifest = pd.read_csv(out / "images" / "manifest.csv")
+    new = manifest[manifest["augment"] != "none"]
+    assert len(new) == (counts - source).sum() and new["augmentation_seed"].str.startswith("3:").all()
+    assert set(new["source_file"].map(lambda p: p.split("/")[-1])) <= {
+        p.split("/")[-1] for p in load_dataset(synth_dir).table["path"]}
+    # variants keep their source's lesion group (a grouped split keeps them together)
+    src_group = load_dataset(synth_dir).table.set_index("path")["group"]
+    lab = pd.read_csv(out / "labels.csv").set_index("image")
+    assert (lab.loc[new["file"], "group"].to_numpy() == src_group[new["source_file"]].to_numpy()).all()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2 and "already" in again.output
