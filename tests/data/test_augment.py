@@ -78,19 +78,3 @@ def test_all_off_is_identity_and_heavy_differs_per_seed(image):
     assert not np.array_equal(_run(image, heavy, (1, 1)), _run(image, heavy, (2, 1)))
     assert dataclasses.replace(heavy, cutout=0).cutout == 0
 
-
-def test_cli_preview_writes_grids(synth_dir, tmp_path):
-    import cv2
-    from click.testing import CliRunner
-    from skinzoo_cli.main import cli
-
-    out = tmp_path / "prev"
-    result = CliRunner().invoke(cli, ["data", "preview", str(synth_dir), "--out", str(out), "--n", "3",
-                                      "--augment", "heavy", "--hair-removal", "--img-size", "32"])
-    assert result.exit_code == 0, result.output
-    grid = cv2.imread(str(out / "augment.png"))
-    hair = cv2.imread(str(out / "hair_removal.png"))
-    assert grid is not None and hair is not None and grid.shape[1] > hair.shape[1]
-    bad = CliRunner().invoke(cli, ["data", "preview", str(synth_dir), "--out", str(out),
-                                   "--augment", "none"])
-    assert bad.exit_code == 2 and "nothing to preview" in bad.output
