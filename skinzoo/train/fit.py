@@ -249,8 +249,9 @@ def head_options(config: TrainConfig, defaults: bool = True) -> dict:
     return {k: v for k, v in chosen.items() if v is not None}
 
 
-def train_datasets(p: Prepared, seed_offset: int = 0):
-    """(train dataset, val dataset, steps per epoch) honouring the balance mode."""
+def train_datasets(p: Prepared, seed_offset: int = 0, balance_mode: str | None = None):
+    """(train dataset, val dataset, steps per epoch) honouring the balance mode
+    (``balance_mode`` overrides the config's)."""
     from skinzoo.data import balance
     from skinzoo.data.pipeline import make_dataset
 
@@ -267,14 +268,15 @@ def train_datasets(p: Prepared, seed_offset: int = 0):
         raise UsageError(f"the training split has no image of class(es) {', '.join(missing)}",
                          "use a split with every class in train (skinzoo data split) or fewer classes")
     weights = None
-    if c.balance == "class-weight":
+    mode = balance_mode or c.balance
+    if mode == "class-weight":
         weights = balance.sample_weights_for(train_labels, k)
-    if c.balance in ("smote", "smote-tomek", "smote-enn"):
+    if mode in ("smote", "smote-tomek", "smote-enn"):
         train_ds = smote_pixel_dataset(p, train_paths, train_labels)
     else:
         train_ds = make_dataset(train_paths, train_labels, batch_size=p.global_batch, training=True,
                                 augment=c.augment, seed=c.seed + seed_offset, sample_weights=weights,
-                                oversample=c.balance == "oversample", **common)
+                                oversample=mode == "oversample", **common)
     val_ds = make_dataset(val_paths, val_labels, batch_size=p.global_batch, training=False, **common)
     steps = getattr(train_ds, "steps_per_epoch", None) or len(train_paths) // p.global_batch
     return train_ds, val_ds, steps
@@ -371,7 +373,10 @@ def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
     epochs = (c.finetune_epochs or c.epochs) if finetune else c.epochs
     lr = (c.finetune_lr or p.lr / 10) if finetune else p.lr
     offset = count_history_rows(p.run, stage="head") if finetune else 0
-    train_ds, val_ds, steps = train_datasets(p)
+    # Fine-tuning after a head trained on SMOTE'd embeddings uses a class-weighted loss: SMOTE on
+    # full-size pixels is neither meaningful nor affordable.
+    smote_family = c.balance in ("smote", "smote-tomek", "smote-enn")
+    train_ds, val_ds, steps = train_datasets(p, balance_mode="class-weight" if finetune and smote_family else None)
     with p.strategy.strategy.scope():
         if model is None:
             model = build_for_training(p, k)
