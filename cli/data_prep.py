@@ -28,6 +28,18 @@ def _usable_table(path, fmt, split_file):
     return table, dataset.classes
 
 
+# Options both commands share.
+FORMAT_OPTION = click.option("--format", "fmt", default="auto", show_default=True,
+                             help="Dataset layout: auto, ham10000, isic2019, csv, folders.")
+SEED_OPTION = click.option("--seed", type=int, default=None,
+                           help="Seed (default: the global --seed, else 0).")
+
+
+def resize_option(help_text: str):
+    return click.option("--resize", type=click.Choice(["crop", "pad", "squash"]), default="crop",
+                        show_default=True, help=help_text)
+
+
 @click.command()
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
@@ -39,11 +51,9 @@ def _usable_table(path, fmt, split_file):
 @click.option("--hair-removal", is_flag=True, help="Also show hair removal (original | cleaned | mask).")
 @click.option("--img-size", type=click.IntRange(8, 1024), default=224, show_default=True,
               help="Side of the images as the model sees them.")
-@click.option("--resize", type=click.Choice(["crop", "pad", "squash"]), default="crop",
-              show_default=True, help="How images are made square.")
-@click.option("--format", "fmt", default="auto", show_default=True,
-              help="Dataset layout: auto, ham10000, isic2019, csv, folders.")
-@click.option("--seed", type=int, default=None, help="Seed (default: the global --seed, else 0).")
+@resize_option("How images are made square.")
+@FORMAT_OPTION
+@SEED_OPTION
 @click.pass_context
 def preview(ctx, data, out_dir, n_images, augment, hair_removal, img_size, resize, fmt, seed):
     """Write before/after PNG grids of DATA's images: what augmentation / hair removal does."""
@@ -81,18 +91,16 @@ def _spread_over_classes(labels, n, rng):
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--to-count", type=click.IntRange(min=1), required=True,
               help="Images per class after augmentation (larger classes are kept as they are).")
-@click.option("--format", "fmt", default="auto", show_default=True,
-              help="Dataset layout: auto, ham10000, isic2019, csv, folders.")
+@FORMAT_OPTION
 @click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A split.csv: augment and copy only its train images (val/test must never be "
                    "augmented into training).")
 @click.option("--img-size", type=click.IntRange(8, 2048), default=224, show_default=True,
               help="Side of the NEW images (originals are copied unchanged).")
-@click.option("--resize", type=click.Choice(["crop", "pad", "squash"]), default="crop",
-              show_default=True, help="How new images are made square.")
+@resize_option("How new images are made square.")
 @click.option("--augment", "augment", default="heavy", show_default=True,
               help="light, heavy, or a preset with overrides, e.g. 'heavy,cutout=0'.")
-@click.option("--seed", type=int, default=None, help="Seed (default: the global --seed, else 0).")
+@SEED_OPTION
 @click.pass_context
 def augment(ctx, data, out, to_count, fmt, split_file, img_size, resize, augment, seed):
     """Write a physically balanced copy of DATA to OUT: every class topped up to --to-count

@@ -32,6 +32,22 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None):
             os.unlink(tmp)
 
 
+def read_json(path, hint: str = "restore the file, or delete it and re-create it"):
+    """JSON data only (never code); an unreadable or malformed file is a UsageError naming it."""
+    from skinzoo.errors import UsageError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}", hint) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text (UTF-8 JSON) file", hint) from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise UsageError(f"{path} is not valid JSON ({err})", hint) from None
+
+
 def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

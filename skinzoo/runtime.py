@@ -7,6 +7,7 @@ errors printed during import still reach the user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -79,21 +80,13 @@ def tf():
     if _TF is not None:
         return _TF
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _filtered_stderr() if not _FILTER_INSTALLED else _nothing():
+    with _filtered_stderr() if not _FILTER_INSTALLED else contextlib.nullcontext():
         import tensorflow
 
         tensorflow.config.list_physical_devices()  # CUDA probing logs here, not at import
     tensorflow.get_logger().setLevel("ERROR")
     _TF = tensorflow
     return tensorflow
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _filtered_stderr:

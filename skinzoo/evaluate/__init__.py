@@ -308,9 +308,7 @@ def _number(value) -> float | None:
 
 
 def _model_of(run) -> str:
-    from skinzoo.evaluate.predict import read_run_info
-
     try:
-        return str(read_run_info(run).get("model", ""))
+        return str(run.read_info().get("model", ""))
     except UsageError:  # a damaged classes.json only costs the leaderboard its model name
         return ""

@@ -9,7 +9,6 @@ says ``--unsafe``, because loading it would run that code.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from skinzoo.errors import DataError, ModelError, UsageError
+from skinzoo.fileio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
         run = RunDir(path) if path.is_dir() else None
         if run is None and RunDir(path.parent).is_run():
             run = RunDir(path.parent)  # a model file inside a run: use the run's class names
-    info = read_run_info(run) if run is not None else {}
+    info = run.read_info() if run is not None else {}
     model_path = run.model_file() if (spec is None or Path(spec).is_dir()) else Path(spec)
     model = load_model_file(model_path, unsafe=unsafe)
     k = output_width(model)
@@ -172,40 +172,10 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
     return loaded
 
 
-def read_run_info(run) -> dict:
-    """``classes.json`` of a run, checked: a JSON object whose ``classes`` is a list of distinct
-    names. Only parsed as data; a malformed file is a UsageError naming it, never a traceback."""
-    path = run.classes_file
-    if not path.exists():
-        run.read_info()  # raises the "not a skinzoo run directory" UsageError
-    hint = (f"the run's class list is damaged: restore {path.name} from a backup, or pass the "
-            "model file with --classes a,b,c in training order")
-    info = _read_json(path, hint)
-    if not isinstance(info, dict):
-        raise UsageError(f"{path} is not a JSON object with a \"classes\" list "
-                         f"(it holds a {type(info).__name__})", hint)
-    classes = info.get("classes")
-    if not isinstance(classes, list) or not classes or \
-            not all(isinstance(c, str) and c for c in classes):
-        raise UsageError(f"{path}: \"classes\" must be a list of class names, found {classes!r:.80}",
-                         hint)
-    if len(set(classes)) != len(classes):
-        raise UsageError(f"{path}: \"classes\" repeats a name ({', '.join(classes)})", hint)
-    size = info.get("img_size")
-    sizes = size if isinstance(size, list) else [size]
-    if size is not None and not (0 < len(sizes) <= 2 and all(
-            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
-        raise UsageError(f"{path}: \"img_size\" must be a positive integer, found {size!r:.40}", hint)
-    for key in ("task", "resize"):
-        if info.get(key) is not None and not isinstance(info[key], str):
-            raise UsageError(f"{path}: \"{key}\" must be a string, found {info[key]!r:.40}", hint)
-    return info
-
-
 def read_temperature(path) -> float:
     """``calibration.json``'s temperature: a finite positive number, else a UsageError."""
     hint = f"delete {path} and run `skinzoo calibrate {Path(path).parent}` again"
-    data = _read_json(path, hint)
+    data = read_json(path, hint)
     value = data.get("temperature") if isinstance(data, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or \
             not (np.isfinite(value) and value > 0):
@@ -217,7 +187,7 @@ def read_temperature(path) -> float:
 def read_threshold(path) -> dict:
     """``threshold.json``: an object whose ``threshold`` is a probability, else a UsageError."""
     hint = f"delete {path}: `skinzoo evaluate` fits a new one on the validation split"
-    data = _read_json(path, hint)
+    data = read_json(path, hint)
     value = data.get("threshold") if isinstance(data, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise UsageError(f"{path}: \"threshold\" must be a number in 0..1, found {value!r:.40}",
@@ -233,20 +203,6 @@ def _model_image_size(model, info) -> tuple[int, int]:
         return int(shape[1]), int(shape[2])
     size = info.get("img_size") or 224
     return (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
-
-
-def _read_json(path, hint: str = "restore the file, or delete it and re-create it"):
-    """JSON data only (never code); an unreadable or malformed file is a UsageError naming it."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror or err}", hint) from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not a text (UTF-8 JSON) file", hint) from None
-    try:
-        return json.loads(text)
-    except ValueError as err:
-        raise UsageError(f"{path} is not valid JSON ({err})", hint) from None
 
 
 # --- inputs ----------------------------------------------------------------------------------

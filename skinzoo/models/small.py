@@ -72,15 +72,21 @@ def custom_cnn(num_classes, input_shape, weights=None, *, filters=(32, 64, 128),
     size (2.2M at 64 px).
     """
     inputs = image_input(input_shape)
-    x = ImagePreprocess("unit", name="preprocess")(inputs)
-    for i, n in enumerate(filters, start=1):
-        x = layers.Conv2D(n, 3, padding="same", activation="relu", name=f"conv{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = _conv_pool_flatten(inputs, filters, kernel=3)
     x = layers.Dense(dense, activation="relu", name="fc1")(x)
     if dropout:
         x = layers.Dropout(dropout, name="fc1_dropout")(x)
     return keras.Model(inputs, predictions(x, num_classes), name="custom_cnn")
+
+
+def _conv_pool_flatten(inputs, filters, kernel: int):
+    """Rescale to [0, 1], then Conv(kernel, ReLU) + 2x2 max-pool per entry of ``filters``, then
+    flatten: the notebook CNNs' feature part (layer names conv{i}, pool{i}, flatten)."""
+    x = ImagePreprocess("unit", name="preprocess")(inputs)
+    for i, n in enumerate(filters, start=1):
+        x = layers.Conv2D(n, kernel, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    return layers.Flatten(name="flatten")(x)
 
 
 @register_model(
@@ -90,11 +96,7 @@ def custom_cnn(num_classes, input_shape, weights=None, *, filters=(32, 64, 128),
 def simple_cnn(num_classes, input_shape, weights=None, *, filters=(32, 64), dense=(128, 64)):
     """Two conv(5x5, ReLU) + max-pool layers, flatten, two dense layers, output (3 FC in all)."""
     inputs = image_input(input_shape)
-    x = ImagePreprocess("unit", name="preprocess")(inputs)
-    for i, n in enumerate(filters, start=1):
-        x = layers.Conv2D(n, 5, padding="same", activation="relu", name=f"conv{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+    x = _conv_pool_flatten(inputs, filters, kernel=5)
     for i, n in enumerate(dense, start=1):
         x = layers.Dense(n, activation="relu", name=f"fc{i}")(x)
     return keras.Model(inputs, predictions(x, num_classes), name="simple_cnn")

@@ -363,8 +363,6 @@ def require_shared_head(model, p: Prepared) -> None:
 
 def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
     """Train the whole model (or fine-tune the top of a transfer model) on the image pipeline."""
-
-    from skinzoo.train.callbacks import backup_epoch
     from skinzoo.train.metrics import monitor_mode, training_metrics
     from skinzoo.train.schedules import make_schedule
 
@@ -394,7 +392,7 @@ def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
                       metrics=training_metrics(k))
     for line in summary_lines(p, model, steps):
         echo(line)
-    resumed = backup_epoch(p.run.backup)
+    resumed = p.resumed_from  # read from the backup once, in prepare()
     if resumed >= epochs:
         echo(f"this run already finished its {epochs} epochs; nothing to resume")
         return model

@@ -9,12 +9,11 @@ in it is executed and nothing is pickled.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import secrets
 from pathlib import Path
 
 from skinzoo.errors import UsageError
-from skinzoo.fileio import write_json_atomic
+from skinzoo.fileio import read_json, write_json_atomic
 
 RUN_MARKER = "classes.json"  # a folder is a run once it has its class list
 
@@ -46,18 +45,33 @@ class RunDir:
 
     # contents ----------------------------------------------------------------------------
     def read_info(self) -> dict:
-        """classes.json: ``{"classes": [...], "task": ..., "model": ..., "img_size": ..., "resize": ...}``."""
+        """classes.json, checked: ``{"classes": [...], "task": ..., "model": ..., "img_size": ...,
+        "resize": ...}`` with distinct class names; a malformed file is a UsageError naming it."""
         if not self.classes_file.exists():
             raise UsageError(f"{self.path} is not a skinzoo run directory (no classes.json)",
                              "pass a folder made by `skinzoo train`, or a .keras model with --data and --classes")
-        try:
-            info = json.loads(self.classes_file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as err:
-            raise UsageError(f"{self.classes_file} is damaged: {str(err).splitlines()[0]}",
-                             "restore it from a backup, or retrain") from None
-        if not isinstance(info, dict) or not isinstance(info.get("classes"), list):
-            raise UsageError(f"{self.classes_file} has no list of classes",
-                             'it should look like {"classes": ["akiec", "bcc", ...], ...}')
+        path = self.classes_file
+        hint = (f"the run's class list is damaged: restore {path.name} from a backup, or pass the "
+                "model file with --classes a,b,c in training order")
+        info = read_json(path, hint)  # parsed as data only: nothing in a run is executed
+        if not isinstance(info, dict):
+            raise UsageError(f"{path} is not a JSON object with a \"classes\" list "
+                             f"(it holds a {type(info).__name__})", hint)
+        classes = info.get("classes")
+        if not isinstance(classes, list) or not classes or \
+                not all(isinstance(c, str) and c for c in classes):
+            raise UsageError(f"{path}: \"classes\" must be a list of class names, found {classes!r:.80}",
+                             hint)
+        if len(set(classes)) != len(classes):
+            raise UsageError(f"{path}: \"classes\" repeats a name ({', '.join(classes)})", hint)
+        size = info.get("img_size")
+        sizes = size if isinstance(size, list) else [size]
+        if size is not None and not (0 < len(sizes) <= 2 and all(
+                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+            raise UsageError(f"{path}: \"img_size\" must be a positive integer, found {size!r:.40}", hint)
+        for key in ("task", "resize"):
+            if info.get(key) is not None and not isinstance(info[key], str):
+                raise UsageError(f"{path}: \"{key}\" must be a string, found {info[key]!r:.40}", hint)
         return info
 
     @property

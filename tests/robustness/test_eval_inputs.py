@@ -157,16 +157,20 @@ def test_a_file_that_is_not_a_model(skinzoo, messy_run, tmp_path, command, name)
     assert "  hint: " in result.output
 
 
+def run_command_args(command, run, tmp_path):
+    """Arguments that make ``command`` open ``run`` as a run directory (on one good image)."""
+    image = write_good_jpeg(tmp_path, "x.jpg")
+    return {"evaluate": ["evaluate", run], "calibrate": ["calibrate", run],
+            "predict": ["predict", image, "--model", run],
+            "gradcam": ["gradcam", image, "--model", run, "--out", tmp_path / "c"]}[command]
+
+
 @pytest.mark.parametrize("folder", ["images", "empty", "named.keras"])
 @pytest.mark.parametrize("command", ["evaluate", "predict", "gradcam", "calibrate"])
 def test_a_folder_that_is_not_a_run(skinzoo, messy_run, tmp_path, command, folder):
     target = messy_run[0].root / "images" if folder == "images" else tmp_path / folder
     target.mkdir(exist_ok=True)
-    image = write_good_jpeg(tmp_path, "x.jpg")
-    args = {"evaluate": ["evaluate", target], "calibrate": ["calibrate", target],
-            "predict": ["predict", image, "--model", target],
-            "gradcam": ["gradcam", image, "--model", target, "--out", tmp_path / "c"]}[command]
-    result = skinzoo(*args)
+    result = skinzoo(*run_command_args(command, target, tmp_path))
     assert result.exit_code == 2, result.output
     (line,) = error_lines(result.output)
     assert f"{target} is not a skinzoo run directory" in line
@@ -175,11 +179,7 @@ def test_a_folder_that_is_not_a_run(skinzoo, messy_run, tmp_path, command, folde
 @pytest.mark.parametrize("command", ["evaluate", "predict", "gradcam", "calibrate"])
 def test_a_run_whose_best_keras_was_deleted(skinzoo, run_copy, tmp_path, command):
     (run_copy / "best.keras").unlink()
-    image = write_good_jpeg(tmp_path, "x.jpg")
-    args = {"evaluate": ["evaluate", run_copy], "calibrate": ["calibrate", run_copy],
-            "predict": ["predict", image, "--model", run_copy],
-            "gradcam": ["gradcam", image, "--model", run_copy, "--out", tmp_path / "c"]}[command]
-    result = skinzoo(*args)
+    result = skinzoo(*run_command_args(command, run_copy, tmp_path))
     assert result.exit_code == 2, result.output
     (line,) = error_lines(result.output)
     assert "has no trained model yet" in line
