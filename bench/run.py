@@ -10,6 +10,8 @@ only when every benchmark failed.
 
 A result dict may carry an optional ``targets`` mapping ``{ratio name: ">= 10"}`` (operators
 ``>=``, ``>``, ``<=``, ``<``); the table then says whether each target was met.
+An optional ``ratio_ranges`` mapping ``{ratio name: [min, max]}`` (the spread over alternating
+rounds, when a ratio is a median) is shown beside the ratio and kept in the JSON.
 """
 
 from __future__ import annotations
@@ -180,7 +182,9 @@ def table_rows(name: str, payload: dict) -> list[tuple]:
     for ratio, value in (result.get("ratios") or {}).items():
         target = targets.get(ratio)
         met = target_met(value, target)
-        rows.append((name, ratio, "", result.get("baseline", ""), _fmt(value), target or "",
+        spread = (result.get("ratio_ranges") or {}).get(ratio)  # [min, max] over rounds, optional
+        shown = _fmt(value) + (f" [{_fmt(spread[0])}-{_fmt(spread[1])}]" if spread else "")
+        rows.append((name, ratio, "", result.get("baseline", ""), shown, target or "",
                      "" if met is None else ("yes" if met else "NO")))
     rows.append((name, "(process)", f"{payload.get('seconds', 0):.0f} s, peak RSS "
                  f"{payload.get('peak_rss_mb', 0):.0f} MB", "", "", "", ""))
@@ -221,7 +225,8 @@ def write_result(name: str, payload: dict, quick: bool, data: str | None, machin
               "seconds": payload.get("seconds"), "peak_rss_mb": payload.get("peak_rss_mb")}
     if payload.get("ok"):
         result = payload["result"]
-        record.update({k: result.get(k) for k in ("baseline", "figures", "ratios", "targets", "notes")})
+        record.update({k: result.get(k) for k in ("baseline", "figures", "ratios", "ratio_ranges",
+                                                     "targets", "notes")})
         record["targets_met"] = {r: target_met(v, (result.get("targets") or {}).get(r))
                                  for r, v in (result.get("ratios") or {}).items()}
     else:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 from skinzoo_cli.main import LazyGroup
+from skinzoo_cli.ranges import click_type
+
+from skinzoo.ranges import SEED
 
 DATA_COMMANDS = {
     "synth": ("skinzoo_cli.data", "synth", "Write the built-in synthetic demo dataset."),
@@ -12,6 +15,7 @@ DATA_COMMANDS = {
     "explore": ("skinzoo_cli.data_explore", "explore", "Plots + one HTML page about a dataset."),
     "preview": ("skinzoo_cli.data_prep", "preview", "Before/after images of augmentation / hair removal."),
     "augment": ("skinzoo_cli.data_prep", "augment", "Write a physically balanced augmented copy."),
+    "download": ("skinzoo_cli.data_download", "download", "Fetch HAM10000 / ISIC 2019 / ISIC 2018, ready to train."),
 }
 
 
@@ -22,9 +26,9 @@ def data():
 
 @click.command()
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--n", "n_images", type=int, default=700, show_default=True, help="Number of images.")
-@click.option("--size", type=int, default=96, show_default=True, help="Image side in pixels.")
-@click.option("--seed", type=int, default=None, help="Seed (default: the global --seed, else 0).")
+@click.option("--n", "n_images", type=click.IntRange(1, 1_000_000), default=700, show_default=True, help="Number of images.")
+@click.option("--size", type=click.IntRange(8, 2048), default=96, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=click_type(SEED), default=None, help="Seed (default: the global --seed, else 0).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset in OUT.")
 @click.pass_context
 def synth(ctx, out, n_images, size, seed, overwrite):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import click
+from skinzoo_cli.ranges import click_type
+
+from skinzoo.ranges import FOLDS, FRACTION, SEED
 
 FORMAT_CHOICES = ["auto", "ham10000", "isic2019", "csv", "folders"]
 
@@ -37,13 +40,13 @@ def load_from_options(path, fmt, task, image_col, label_col, binary_map, allow_o
 @click.command()
 @click.argument("path", type=click.Path())
 @dataset_options
-@click.option("--val", type=float, default=0.15, show_default=True,
+@click.option("--val", type=click_type(FRACTION), default=0.15, show_default=True,
               help="Planned validation share (sets how many groups a class needs).")
-@click.option("--test", type=float, default=0.15, show_default=True,
+@click.option("--test", type=click_type(FRACTION), default=0.15, show_default=True,
               help="Planned test share (0 for a train/val split).")
-@click.option("--folds", type=int, default=None, help="Planned number of CV folds instead.")
-@click.option("--full-decode", is_flag=True, help="Decode every image (slower, finds a bit more).")
-@click.option("--max-per-kind", type=int, default=5, show_default=True,
+@click.option("--folds", type=click_type(FOLDS), default=None, help="Planned number of CV folds instead.")
+@click.option("--full-decode", is_flag=True, help="Decode JPEGs at full size (slower; by default every image is decoded, JPEGs at 1/8 scale).")
+@click.option("--max-per-kind", type=click.IntRange(0, 100_000), default=5, show_default=True,
               help="Problems listed per kind.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the report as JSON to this file.")
@@ -79,13 +82,13 @@ def check(path, fmt, task, image_col, label_col, binary_map, allow_outside_root,
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Where to write split.csv (reuse it with train --split-file).")
 @dataset_options
-@click.option("--val", type=float, default=0.15, show_default=True, help="Validation share.")
-@click.option("--test", type=float, default=0.15, show_default=True,
+@click.option("--val", type=click_type(FRACTION), default=0.15, show_default=True, help="Validation share.")
+@click.option("--test", type=click_type(FRACTION), default=0.15, show_default=True,
               help="Test share (0 for 80/20-style train/val).")
-@click.option("--folds", type=int, default=None, help="Make K cross-validation folds instead.")
+@click.option("--folds", type=click_type(FOLDS), default=None, help="Make K cross-validation folds instead.")
 @click.option("--source-split", is_flag=True,
               help="Keep the dataset's own train/val/test folders (val carved from train if absent).")
-@click.option("--seed", type=int, default=None, help="Seed (default: the global --seed, else 0).")
+@click.option("--seed", type=click_type(SEED), default=None, help="Seed (default: the global --seed, else 0).")
 @click.option("--no-check", is_flag=True, help="Do not inspect the images first (faster).")
 @click.pass_context
 def split(ctx, path, out, fmt, task, image_col, label_col, binary_map, allow_outside_root, val,

@@ -21,7 +21,7 @@ from skinzoo_cli.data_check import dataset_options, load_from_options
               help="A split.csv (from `skinzoo data split` or a run dir): class counts per side "
                    "[default: the train/val/test folders of a folder dataset, if it has them].")
 @click.option("--full-decode", is_flag=True,
-              help="Validation decodes every image (slower, finds a bit more).")
+              help="Validation decodes JPEGs at full size (slower; by default at 1/8 scale).")
 @click.pass_context
 def explore(ctx, path, fmt, task, image_col, label_col, binary_map, allow_outside_root, out_dir,
             sample, split_file, full_decode):
@@ -35,6 +35,7 @@ def explore(ctx, path, fmt, task, image_col, label_col, binary_map, allow_outsid
     """
     from skinzoo.data.check import check_dataset
     from skinzoo.data.explore import default_out_dir, explore_table
+    from skinzoo.fileio import ensure_output_dir
 
     started = time.perf_counter()
     dataset = load_from_options(path, fmt, task, image_col, label_col, binary_map,
@@ -49,6 +50,7 @@ def explore(ctx, path, fmt, task, image_col, label_col, binary_map, allow_outsid
     elif "source_split" in dataset.table:  # train/ val/ test/ folders are a split already
         split = dataset.table["source_split"]
     out = default_out_dir(path) if out_dir is None else out_dir
+    ensure_output_dir(out)  # one line, not a traceback, for an impossible --out
     seed = (ctx.obj or {}).get("seed") or 0
     result = explore_table(dataset.table, dataset.classes, out, name=_dataset_name(path),
                            problems=report.problems, split=split, sample=sample, seed=seed)

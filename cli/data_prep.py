@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import click
+from skinzoo_cli.ranges import click_type
+
+from skinzoo.ranges import SEED
 
 
 def _seed(ctx, seed):
@@ -31,7 +34,7 @@ def _usable_table(path, fmt, split_file):
 # Options both commands share.
 FORMAT_OPTION = click.option("--format", "fmt", default="auto", show_default=True,
                              help="Dataset layout: auto, ham10000, isic2019, csv, folders.")
-SEED_OPTION = click.option("--seed", type=int, default=None,
+SEED_OPTION = click.option("--seed", type=click_type(SEED), default=None,
                            help="Seed (default: the global --seed, else 0).")
 
 

@@ -27,8 +27,8 @@ def _run(args: list[str]) -> None:
 
 @click.command()
 @click.option("--out", default="demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--epochs", default=15, show_default=True)
-@click.option("--n", "n_images", default=700, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=15, show_default=True)
+@click.option("--n", "n_images", type=click.IntRange(50, 1_000_000), default=700, show_default=True)
 def main(out, epochs, n_images):
     from skinzoo.runtime import filter_native_stderr
 

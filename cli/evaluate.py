@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 
 import click
+from skinzoo_cli.ranges import click_type
 
 from skinzoo.errors import DataError, UsageError
+from skinzoo.ranges import BATCH_SIZE, BOOTSTRAP, TOP_K, TTA_VIEWS
 
 
 def _seed(ctx, default=0):
@@ -31,6 +33,17 @@ def _load(target, classes=None, unsafe=False, calibrated=True):
     for note in loaded.notes:
         click.echo(f"note: {note}", err=True)
     return loaded
+
+
+def _meta(loaded, text, per_image_source=False):
+    from skinzoo.deploy.runtime import ExportedModel, meta_for_export
+    from skinzoo.evaluate.meta_inputs import meta_for_command
+
+    parse = meta_for_export if isinstance(loaded.model, ExportedModel) else meta_for_command
+    meta, notes = parse(loaded, text, per_image_source)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    return meta
 
 
 def _threshold_option(value):
@@ -52,21 +65,31 @@ def _threshold_option(value):
               help="Which split (default: test when known, else all).")
 @click.option("--report", "report", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Write a report folder (default DIR: RUN/eval/<split>/report).")
-@click.option("--tta", type=int, default=1, show_default=True, help="Test-time augmentation views (1-8).")
+@click.option("--tta", type=click_type(TTA_VIEWS), default=1, show_default=True, help="Test-time augmentation views (1-8).")
 @click.option("--threshold", default="auto", show_default=True,
               help="Binary decision threshold: auto (fitted on validation) or a value.")
-@click.option("--target-sensitivity", type=float, default=None,
+@click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Binary: lowest false-positive threshold reaching this validation sensitivity.")
 @click.option("--classes", default=None, help="Class names in training order, comma-separated.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--bootstrap", "n_bootstrap", type=int, default=1000, show_default=True,
+@click.option("--meta", default=None, help="Metadata for every image: field=value,... (a model trained "
+              "with --metadata; default: each image's own values; 'none' = metadata absent) or "
+              "input=v1:v2:... (raw inputs).")
+@click.option("--meta-encoding", "meta_encoding", default=None, metavar="[INPUT=]FILE.json",
+              help="A model you did not train: how its metadata input is made from the dataset's "
+                   "columns (metadata.json format).")
+@click.option("--batch-size", type=click_type(BATCH_SIZE), default=32, show_default=True)
+@click.option("--bootstrap", "n_bootstrap", type=click_type(BOOTSTRAP), default=1000, show_default=True,
               help="Bootstrap resamples for the 95% CIs.")
+@click.option("--subgroups", "subgroup_cols", default=None, metavar="COL,...",
+              help="Metadata columns for subgroup metrics besides sex, age bands and site.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
 @click.pass_context
 def evaluate(ctx, target, data, split, report, tta, threshold, target_sensitivity, classes,
-             batch_size, n_bootstrap, unsafe):
+             meta, meta_encoding, batch_size, n_bootstrap, subgroup_cols, unsafe):
     """Metrics of a run (default: the latest under ./runs) or of a MODEL.keras file on --data."""
+    from skinzoo.deploy.model_card import write_model_card
     from skinzoo.evaluate import evaluate_model, write_evaluation_report
+    from skinzoo.evaluate.subgroups import add_subgroups, parse_columns, subgroup_lines
 
     if target is not None and not Path(target).exists():
         raise UsageError(f"{target} does not exist", "pass a run directory or a .keras model file")
@@ -74,10 +97,18 @@ def evaluate(ctx, target, data, split, report, tta, threshold, target_sensitivit
         raise UsageError(f"{target} is a model file: say which data to evaluate on",
                          "add --data DATASET (and --classes a,b,c if the model has no run folder)")
     loaded = _load(target, classes, unsafe)
+    if meta_encoding:
+        from skinzoo.evaluate.meta_inputs import use_encoding_file
+
+        use_encoding_file(loaded, meta_encoding)
+    loaded.meta = _meta(loaded, meta, per_image_source=True)
     ev = evaluate_model(loaded, data=data, split=split, tta=tta, threshold=_threshold_option(threshold),
                         target_sensitivity=target_sensitivity, batch_size=batch_size,
                         n_bootstrap=n_bootstrap, seed=_seed(ctx))
+    sub = add_subgroups(loaded, ev, data, parse_columns(subgroup_cols), n_bootstrap, _seed(ctx))
     click.echo(format_summary(ev.metrics))
+    if sub:
+        click.echo("\n".join(subgroup_lines(sub)))
     for warning in ev.metrics["collapse_warnings"]:
         click.secho(f"WARNING: {warning}", fg="red", bold=True, err=True)
     if ev.out_dir is not None:
@@ -87,6 +118,7 @@ def evaluate(ctx, target, data, split, report, tta, threshold, target_sensitivit
                                            else Path(f"report-{loaded.name}"))
         page = write_evaluation_report(loaded, ev, out)
         click.echo(f"report written to {page}")
+        click.echo(f"model card written to {write_model_card(loaded, out, ev.metrics, data=data)}")
 
 
 def format_summary(m: dict) -> str:
@@ -136,21 +168,22 @@ def format_summary(m: dict) -> str:
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_spec", default=None, help="Run directory or .keras file (default: latest run).")
-@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--top-k", type=click_type(TOP_K), default=3, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--tta", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--tta", type=click_type(TTA_VIEWS), default=1, show_default=True)
+@click.option("--batch-size", type=click_type(BATCH_SIZE), default=32, show_default=True)
 @click.option("--classes", default=None, help="Class names in training order (for a bare model file).")
-@click.option("--meta", default=None, help="Values for extra model inputs: name=value,...")
+@click.option("--meta", default=None, help="Metadata: field=value,... (e.g. age=55,sex=female,site=back) "
+              "or input=v1:v2:... for a raw model input.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
 def predict(images, model_spec, top_k, fmt, tta, batch_size, classes, meta, unsafe):
     """Class probabilities for IMAGE files and/or FOLDERs (searched recursively)."""
-    from skinzoo.evaluate.predict import parse_meta, predict_files
+    from skinzoo.evaluate.predict import predict_files
 
     if top_k < 1:
         raise UsageError(f"--top-k {top_k} must be at least 1")
     loaded = _load(model_spec, classes, unsafe)
-    results = predict_files(loaded, images, batch_size=batch_size, tta=tta, meta=parse_meta(meta))
+    results = predict_files(loaded, images, batch_size=batch_size, tta=tta, meta=_meta(loaded, meta))
     k = min(top_k, loaded.num_classes)
     good = [r for r in results if r.error is None]
     for r in results:
@@ -197,9 +230,10 @@ def predict(images, model_spec, top_k, fmt, tta, batch_size, classes, meta, unsa
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="gradcam", show_default=True)
 @click.option("--pair", is_flag=True, help="Also write one correct|misclassified side-by-side per class "
               "(labels from the run's split.csv).")
-@click.option("--meta", default=None, help="Values for extra model inputs: name=value,...")
+@click.option("--meta", default=None, help="Metadata: field=value,... (e.g. age=55,sex=female,site=back) "
+              "or input=v1:v2:... for a raw model input.")
 @click.option("--classes", default=None, help="Class names in training order (for a bare model file).")
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=click_type(BATCH_SIZE), default=16, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
 def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair, meta, classes,
             batch_size, unsafe):
@@ -209,15 +243,19 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
     """
     import numpy as np
 
-    from skinzoo.evaluate.gradcam import GradCam, overlay, upsample
+    from skinzoo.deploy.runtime import require_keras_model
+    from skinzoo.evaluate.gradcam import GradCam, output_names, overlay, upsample
     from skinzoo.evaluate.predict import (
         collect_image_paths,
         load_images_tolerant,
         model_inputs,
-        parse_meta,
     )
+    from skinzoo.fileio import ensure_output_dir, safe_output_names
 
+    ensure_output_dir(out_dir)  # before the slow part: an impossible --out fails at once
     loaded = _load(model_spec, classes, unsafe)
+    require_keras_model(loaded, "Grad-CAM")
+    meta_values = _meta(loaded, meta)  # checked before any image is read or any warning printed
     if class_name != "predicted" and class_name not in loaded.classes:
         raise UsageError(f"--class {class_name!r} is not one of the model's classes",
                          "use 'predicted' or one of: " + ", ".join(loaded.classes))
@@ -231,7 +269,7 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
     cam = GradCam(loaded.model, layer=layer, method=method)
     thr = (loaded.threshold or {}).get("threshold")
     target = None if class_name == "predicted" else loaded.classes.index(class_name)
-    inputs = model_inputs(loaded.model, imgs, parse_meta(meta))
+    inputs = model_inputs(loaded.model, imgs, meta_values)
     result = cam.explain(inputs, target, batch_size=batch_size, threshold=thr)
     from skinzoo.evaluate.calibration import apply_temperature
     from skinzoo.evaluate.metrics import predicted_classes
@@ -239,24 +277,47 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
     probs = apply_temperature(result.probs, loaded.temperature)
     preds = predicted_classes(probs, thr if probs.shape[1] == 2 else None)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     click.echo(f"layer: {'/'.join(result.layer_path)}  method: {method}")
     overlays = []
+    stems = safe_output_names(ok, suffix_room=len("_heatmap.npy") + 20)
     for i, p in enumerate(ok):
-        stem = _unique_stem(Path(p).stem, i, ok)
+        stem = stems[i]  # distinct per input: same-named files in two folders never collide
         view = _display_size(imgs[i])  # what the model saw, enlarged so a person can look at it
         heat = upsample(result.heatmaps[i], view.shape[:2])
         ov = overlay(view, heat, alpha)
         overlays.append(ov)
-        _write_png(out / f"{stem}_gradcam.png", ov)
-        np.save(out / f"{stem}_heatmap.npy", result.heatmaps[i])
+        png_name, npy_name = output_names(stem, method)
+        _write_png(out / png_name, ov)
+        np.save(out / npy_name, result.heatmaps[i])
         explained = loaded.classes[int(result.class_index[i])]
         flat = " (flat heatmap: no positive evidence for this class)" if heat.max() == 0 else ""
         click.echo(f"{p}\tpredicted {loaded.classes[preds[i]]} {probs[i, preds[i]]:.3f}\t"
                    f"explained {explained}{flat}")
+    if layer == "auto":
+        _write_ensemble_maps(loaded.model, inputs, result.class_index, imgs, stems, method, alpha,
+                             batch_size, out)
     if pair:
         _write_pairs(loaded, ok, imgs, overlays, preds, out)
     click.echo(f"wrote {len(ok)} overlay(s) and heatmap(s) to {out}")
+
+
+def _write_ensemble_maps(model, inputs, class_index, imgs, stems, method, alpha, batch_size, out):
+    """An ensemble: one overlay per member and one of their weighted average, per image."""
+    from skinzoo.evaluate.ensemble_run import ensemble_heatmaps, member_cam_paths
+    from skinzoo.evaluate.gradcam import overlay
+
+    paths = member_cam_paths(model)
+    if not paths:
+        return
+    views = [_display_size(img) for img in imgs]
+    per_member, averaged = ensemble_heatmaps(model, inputs, class_index, views[0].shape[:2],
+                                             method, batch_size)
+    for i, (stem, view) in enumerate(zip(stems, views, strict=True)):
+        for path, maps in zip(paths, per_member, strict=True):
+            _write_png(out / f"{stem}_{path[0].split('_')[0]}_gradcam.png", overlay(view, maps[i], alpha))
+        _write_png(out / f"{stem}_ensemble_gradcam.png", overlay(view, averaged[i], alpha))
+    click.echo(f"ensemble: per-member overlays ({', '.join(p[0] for p in paths)}) and their "
+               "weighted average (*_ensemble_gradcam.png)")
 
 
 def _display_size(image, min_side: int = 256):
@@ -269,11 +330,6 @@ def _display_size(image, min_side: int = 256):
         return image
     return cv2.resize(np.asarray(image, np.float32), (round(w * scale), round(h * scale)),
                       interpolation=cv2.INTER_CUBIC)
-
-
-def _unique_stem(stem, i, paths):
-    same = [Path(p).stem for p in paths].count(stem)
-    return stem if same == 1 else f"{stem}_{i}"
 
 
 def _write_png(path, rgb):
@@ -326,8 +382,8 @@ def _write_pairs(loaded, paths, imgs, overlays, preds, out):
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path())
 @click.option("--data", type=click.Path(), default=None, help="Dataset (default: the run's split.csv).")
-@click.option("--tta", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--tta", type=click_type(TTA_VIEWS), default=1, show_default=True)
+@click.option("--batch-size", type=click_type(BATCH_SIZE), default=32, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
 def calibrate(run_dir, data, tta, batch_size, unsafe):
     """Fit temperature scaling on the run's validation split; writes RUN/calibration.json."""

@@ -8,9 +8,12 @@ import sys
 import traceback
 
 import click
+from skinzoo_cli.ranges import click_type
 
 from skinzoo import __version__
 from skinzoo.errors import SkinzooError
+from skinzoo.progress import configure as configure_progress
+from skinzoo.ranges import SEED
 
 # name -> (module, attribute, one-line help). Loading on demand keeps `skinzoo --help` fast
 # and means a broken optional command cannot take the whole CLI down.
@@ -23,6 +26,9 @@ COMMANDS = {
     "gradcam": ("skinzoo_cli.evaluate", "gradcam", "Grad-CAM heatmaps and overlays for images."),
     "calibrate": ("skinzoo_cli.evaluate", "calibrate", "Fit temperature scaling on validation."),
     "compare": ("skinzoo_cli.evaluate", "compare", "Leaderboard of several runs."),
+    "ensemble": ("skinzoo_cli.ensemble", "ensemble", "Combine trained models into one averaging model."),
+    "export": ("skinzoo_cli.export", "export", "SavedModel / TFLite / ONNX export, verified, with a model card."),
+    "info": ("skinzoo_cli.info", "info", "Versions, devices, memory, paths: paste it into bug reports."),
 }
 
 
@@ -75,14 +81,17 @@ class LazyGroup(click.Group):
             if err.hint:
                 click.echo(f"  hint: {err.hint}", err=True)
             ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as err:
+            from skinzoo.runtime import Terminated
+
+            terminated = isinstance(err, Terminated)  # SIGTERM outside the training loop
+            click.echo("terminated (SIGTERM)" if terminated else "interrupted", err=True)
+            ctx.exit(143 if terminated else 130)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="skinzoo")
-@click.option("--seed", type=int, default=None, help="Seed for every RNG (default: per command).")
+@click.option("--seed", type=click_type(SEED), default=None, help="Seed for every RNG (default: per command).")
 @click.option("-v/-q", "--verbose/--quiet", default=None, help="More or less output.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True, help="Python logging level.")
@@ -98,12 +107,15 @@ def cli(ctx, seed, verbose, log_level, debug):
     logging.basicConfig(level=level.upper(), format="%(message)s")
     ctx.ensure_object(dict)
     ctx.obj.update(seed=seed, verbose=verbose, quiet=verbose is False, debug=debug)
+    configure_progress("quiet" if verbose is False else ("verbose" if verbose else "normal"))
 
 
 def main(argv=None):
     if "--debug" not in (argv if argv is not None else sys.argv):
+        from skinzoo.progress import attach_terminal
         from skinzoo.runtime import filter_native_stderr
 
+        attach_terminal()  # the live progress line bypasses the line-based filter
         filter_native_stderr()  # the real program only: never inside a test runner's process
     try:
         cli.main(args=argv, prog_name="skinzoo")

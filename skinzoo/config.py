@@ -13,13 +13,20 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from skinzoo.data.augment import PRESETS as AUGMENT_PRESETS
+from skinzoo.data.metadata import requested_fields
 from skinzoo.errors import UsageError
+from skinzoo.fileio import read_regular_bytes
+from skinzoo.ranges import check_config_ranges
 
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "onecycle", "step", "plateau")
 BALANCES = ("none", "class-weight", "oversample", "smote", "smote-tomek", "smote-enn")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STAGES = ("auto", "end-to-end", "head", "finetune", "both")
+LOSSES = ("crossentropy", "logit-adjusted")  # logit-adjusted: Menon et al. 2021, tau = 1
+COLOR_CONSTANCY = ("none", "shades-of-gray", "gray-world")
+CLUSTERS = ("auto", "slurm", "kubernetes", "tf-config", "none")  # auto: detected from the environment
 
 
 @dataclass
@@ -39,6 +46,15 @@ class TrainConfig:
     hair_removal: bool = False
     cache: str = "auto"  # auto | memory | disk | none
     balance: str = "class-weight"
+    class_weight_power: float = 1.0  # 1 = inverse frequency, 0.5 = its square root (tempered)
+    loss: str = "crossentropy"  # LOSSES
+    mixup: float = 0.0  # Beta(a, a) mixing of image pairs; 0 = off
+    cutmix: float = 0.0  # Beta(a, a) area of a pasted patch; 0 = off
+    color_constancy: str = "none"  # COLOR_CONSTANCY: a layer inside the model
+    color_power: float = 6.0  # Minkowski norm of shades-of-gray (1 = gray-world)
+    metadata: str | None = None  # "age,sex,site" (any subset): fuse patient metadata
+    metadata_cols: str | None = None  # a CSV's own columns: "NAME[=COLUMN],..."
+    metadata_dropout: float = 0.3  # chance of hiding each field per sample while training
     # model
     model: str = "compact_resnet"
     weights: str | None = None  # imagenet | none | PATH; None = the model's default
@@ -57,6 +73,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     early_stopping: int = 0  # patience in epochs; 0 = off
     monitor: str = "val_balanced_accuracy"
+    monitor_window: int = 1  # choose the best epoch on the mean of the last N epochs' values
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
     # transfer learning
     stages: str = "auto"
     finetune_blocks: int = 2
@@ -69,6 +87,8 @@ class TrainConfig:
     cpu_replicas: int = 0  # testing: mirror over N logical CPU devices
     worker_hosts: str | None = None
     worker_index: int | None = None
+    cluster: str = "auto"  # CLUSTERS; resolved by skinzoo.train.cluster
+    cluster_port: int = 8888  # first port of the workers on each node (slurm, kubernetes)
     # run
     seed: int = 0
     deterministic: bool = True
@@ -81,7 +101,8 @@ class TrainConfig:
             ("schedule", SCHEDULES), ("balance", BALANCES), ("optimizer", OPTIMIZERS),
             ("precision", PRECISIONS), ("stages", STAGES), ("task", ("multiclass", "binary")),
             ("resize", ("crop", "pad", "squash")), ("cache", ("auto", "memory", "disk", "none")),
-            ("augment", ("none", "light", "heavy")),
+            ("augment", AUGMENT_PRESETS), ("loss", LOSSES), ("color_constancy", COLOR_CONSTANCY),
+            ("cluster", CLUSTERS),
         ]
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
@@ -101,7 +122,43 @@ class TrainConfig:
             raise UsageError(f"batch_size = {self.batch_size}: must be at least 1")
         if self.img_size is not None and self.img_size < 16:
             raise UsageError(f"img_size = {self.img_size}: use at least 16 pixels")
+        self._validate_regularisers()
+        if not 1024 <= self.cluster_port <= 65535:
+            raise UsageError(f"cluster_port = {self.cluster_port}: use a port in 1024..65535")
+        if not 0 <= self.metadata_dropout < 1:
+            raise UsageError(f"metadata_dropout = {self.metadata_dropout}: must be in [0, 1)")
+        if requested_fields(self.metadata, self.metadata_cols) and self.balance.startswith("smote"):
+            # SMOTE interpolates between samples: a one-hot site or a missing flag has no in-between.
+            raise UsageError(f"--balance {self.balance} cannot be combined with metadata",
+                             "use --balance class-weight or oversample with --metadata")
+        check_config_ranges(dataclasses.asdict(self))  # the same ranges as the command line
         return self
+
+
+    @property
+    def color_constancy_power(self) -> float | None:
+        """Minkowski power of the model's ColorConstancy layer; None = no layer."""
+        return {"none": None, "gray-world": 1.0}.get(self.color_constancy, self.color_power)
+
+    def _validate_regularisers(self) -> None:
+        ranges = [("class_weight_power", 0.0, 2.0), ("mixup", 0.0, 10.0), ("cutmix", 0.0, 10.0),
+                  ("color_power", 1.0, 20.0)]
+        for name, low, high in ranges:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise UsageError(f"{name} = {value}: must be in [{low:g}, {high:g}]")
+        if not (self.ema == 0 or 0.5 <= self.ema < 1):
+            raise UsageError(f"ema = {self.ema}: use a decay in [0.5, 1), e.g. 0.999, or 0 for off")
+        if not 1 <= self.monitor_window <= 20:
+            raise UsageError(f"monitor_window = {self.monitor_window}: use 1 to 20 epochs")
+        if (self.mixup or self.cutmix) and self.balance in ("smote", "smote-tomek", "smote-enn"):
+            raise UsageError("--mixup/--cutmix mix the image stream; SMOTE already synthesises "
+                             "training pixels", "use one of the two")
+        if self.loss == "logit-adjusted" and self.balance != "none":
+            # The adjusted loss already corrects for the class prior; weighting or resampling on
+            # top would correct twice and favour rare classes beyond balance.
+            raise UsageError(f"--loss logit-adjusted with --balance {self.balance} corrects the "
+                             "imbalance twice", "use --balance none with --loss logit-adjusted")
 
 
 def field_names() -> list[str]:
@@ -111,10 +168,12 @@ def field_names() -> list[str]:
 def load_toml(path: str | Path) -> dict:
     """Options from a TOML file (flat, or under a ``[train]`` table); unknown keys are errors."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"config file {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:  # a regular file only, size-capped: a FIFO named config.toml would block forever
+        raw = tomllib.loads(read_regular_bytes(path, 16 * 2**20).decode("utf-8"))
+    except OSError as err:
+        raise UsageError(f"cannot read config file {path}: {err.strerror or err}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"config file {path} is not valid TOML: {err}") from None
     raw = raw.get("train", raw)

@@ -8,11 +8,14 @@ errors printed during import still reach the user.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import re
+import signal
 import sys
 import tempfile
+import threading
 
 _NOISE = re.compile(
     r"oneDNN custom operations|cudart_stub|Could not find cuda drivers|cuda_platform|cuInit|"
@@ -21,6 +24,7 @@ _NOISE = re.compile(
     r"This TensorFlow binary is optimized|cuda_executor|cuda_diagnostics|kernel driver does not appear|"
     r"oneDNN supports DT_BOOL only|Falling back to the default Eigen|was passed, but will be ignored since"
     r"|self.data_adapter = data_adapters|NodeDef mentions attribute use_unbounded_threadpool"
+    r"|Created TensorFlow Lite XNNPACK delegate|fully_quantize:"
 )
 _TF = None
 
@@ -137,3 +141,47 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         t.config.experimental.enable_op_determinism()
+
+
+# --- SIGTERM ----------------------------------------------------------------------------------
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while no training loop was running (the CLI exits 143 with a message)."""
+
+
+_TERMINATED = threading.Event()
+SIGTERM_EXIT = 128 + signal.SIGTERM  # 143: what shells and schedulers expect after SIGTERM
+SIGINT_EXIT = 128 + signal.SIGINT  # 130
+
+
+def treat_sigterm_like_ctrl_c() -> None:
+    """Install a SIGTERM handler (main thread only) that does what Ctrl-C does.
+
+    SLURM, Kubernetes and ``timeout`` stop jobs with SIGTERM. During training the Ctrl-C handler
+    (skinzoo.train.callbacks.InterruptHandler) owns SIGINT: SIGTERM is passed to it, so the batch
+    is finished, best.keras and the backup are kept and the resume command is printed; a second
+    SIGTERM aborts at once. Outside training it raises :class:`Terminated`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum, frame):
+    _TERMINATED.set()
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        logging.getLogger(__name__).warning("\nSIGTERM received: stopping like Ctrl-C")
+        handler(signal.SIGINT, frame)
+        return
+    raise Terminated()
+
+
+def was_terminated() -> bool:
+    """Whether SIGTERM (not Ctrl-C) stopped this process's work."""
+    return _TERMINATED.is_set()
+
+
+def interruption() -> tuple[str, int]:
+    """How to word an interruption and the exit code: SIGTERM 143, Ctrl-C 130."""
+    return ("terminated (SIGTERM)", SIGTERM_EXIT) if was_terminated() else ("interrupted", SIGINT_EXIT)

@@ -193,6 +193,147 @@ def write_palette_bmp(folder, name="palette.bmp", size=32) -> Path:
     return _save(Image.fromarray(_image(size)).convert("P"), Path(folder) / name, "BMP")
 
 
+def write_fifo(folder, name="pipe.jpg") -> Path:
+    """A named pipe with an image name: opening it for reading blocks until a writer comes."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def write_socket(folder, name="socket.jpg") -> Path:
+    """A Unix socket file with an image name (open() fails with ENXIO)."""
+    import socket
+
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # AF_UNIX paths are limited to ~107 bytes: bind from inside the folder with a short name.
+    old = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(name)
+        sock.close()  # the socket file stays behind, as after a crashed server
+    finally:
+        os.chdir(old)
+    return path
+
+
+def write_device_link(folder, name="zeros.jpg", device="/dev/zero") -> Path:
+    """A symlink to an endless device: read to the end, it never ends."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(device, path)
+    return path
+
+
+SECRET = "root:x:0:0:SKINZOO-SECRET-MARKER:/root:/bin/bash\n"
+
+
+def write_outside_link(folder, name="passwd.jpg", secret_dir=None) -> Path:
+    """A symlink named .jpg to a private text file outside the dataset (a stand-in for
+    /etc/passwd holding :data:`SECRET`): it must never be read, and its text never printed."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret_dir = Path(secret_dir) if secret_dir else path.parent.parent.parent / "private"
+    secret_dir.mkdir(parents=True, exist_ok=True)
+    target = secret_dir / "passwd"
+    target.write_text(SECRET)
+    os.symlink(target, path)
+    return path
+
+
+def write_text_secret(folder, name="secret.jpg") -> Path:
+    """A text file holding :data:`SECRET` named .jpg: reported as text, its words never quoted."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(SECRET)
+    return path
+
+
+def png_bytes(size=32, seed=0) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_image(size, seed)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_cut_idat_png(folder, name="cut_idat.png", size=64) -> Path:
+    """A PNG whose IDAT stream is cut in half but re-chunked with a valid CRC and an IEND after
+    it: every end marker is there, the pixels are not (TensorFlow: "Invalid PNG data")."""
+    data = png_bytes(size)
+    start = data.index(b"IDAT") - 4
+    n = struct.unpack(">I", data[start:start + 4])[0]
+    idat = data[start + 8:start + 8 + n][: n // 2]
+    body = data[:start] + _png_chunk(b"IDAT", idat) + data[start + 12 + n:]
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    return path
+
+
+def write_cut_scan_jpeg(folder, name="cut_scan.jpg", size=96) -> Path:
+    """A JPEG whose scan data is cut in the middle with the EOI marker kept: libjpeg fills the
+    rest with gray and only prints "Corrupt JPEG data" (trained on silently before)."""
+    data = jpeg_bytes(size)
+    sos = data.index(b"\xff\xda")
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: sos + (len(data) - sos) // 2] + b"\xff\xd9")
+    return path
+
+
+def write_truncated_png(folder, name="truncated.png", size=64) -> Path:
+    """A PNG cut at 60%: a partial write (no IEND)."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = png_bytes(size)
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    return path
+
+
+def write_truncated_bmp(folder, name="truncated.bmp", size=32) -> Path:
+    """A 24-bit BMP cut at 60% (header whole, pixel rows missing)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_image(size)).save(buf, "BMP")
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue()[: int(len(buf.getvalue()) * 0.6)])
+    return path
+
+
+def write_header_only_jpeg(folder, name="header_only.jpg") -> Path:
+    """A partial write that stopped after 20 bytes: SOI and part of APP0."""
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes()[:20])
+    return path
+
+
+def write_strip_png(folder, name="strip.png", width=20000, height=8) -> Path:
+    """A small PNG with an extreme aspect ratio: crop mode would upscale it 28x to a huge tensor."""
+    from PIL import Image
+
+    return _save(Image.new("RGB", (width, height), (120, 80, 60)), Path(folder) / name, "PNG")
+
+
+def write_gray_letterbox_jpeg(folder, name="letterbox.jpg", size=64) -> Path:
+    """A GOOD JPEG whose bottom rows are exactly gray 128 (letterboxed): must not be taken for a
+    cut-short file, whose missing blocks libjpeg also fills with gray 128."""
+    from PIL import Image
+
+    img = _image(size)
+    img[size // 2:] = 128
+    return _save(Image.fromarray(img), Path(folder) / name, "JPEG", quality=95)
+
+
 def running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -209,9 +350,23 @@ BAD_IMAGES = {
     "broken_symlink": (write_broken_symlink, "missing"),
     "tiff_as_jpg": (write_tiff_as_jpg, "unsupported"),
     "palette_bmp": (write_palette_bmp, "unsupported"),
+    "fifo": (write_fifo, "not_regular"),
+    "socket": (write_socket, "not_regular"),
+    "device_link": (write_device_link, "not_regular"),
+    "cut_idat_png": (write_cut_idat_png, "truncated"),
+    "cut_scan_jpeg": (write_cut_scan_jpeg, "truncated"),
+    "truncated_png": (write_truncated_png, "truncated"),
+    "truncated_bmp": (write_truncated_bmp, "truncated"),
+    "header_only_jpeg": (write_header_only_jpeg, "truncated"),
+    "strip_png": (write_strip_png, "extreme_aspect"),
+    "text_secret": (write_text_secret, "not_image"),
 }
 if not running_as_root():
     BAD_IMAGES["unreadable"] = (write_unreadable, "unreadable")
+
+GOOD_LOOKALIKES = {  # good files that resemble bad ones: must stay usable
+    "gray_letterbox_jpeg": write_gray_letterbox_jpeg,
+}
 
 CONVERTED_IMAGES = {
     "grayscale": (write_grayscale_jpeg, "grayscale"),

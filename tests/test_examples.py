@@ -74,7 +74,8 @@ def test_cpu_example_trains_through_the_cli(synth_dir, tmp_path):
 
     saved = load_toml(run / "config.toml")  # the resolved config: example values + overrides
     assert saved["model"] == "compact_resnet" and saved["img_size"] == 32 and saved["epochs"] == 1
-    assert saved["lr"] == 0.002 and saved["balance"] == "class-weight"
+    assert saved["lr"] == 0.002 and saved["balance"] == "none" and saved["loss"] == "logit-adjusted"
+    assert saved["color_constancy"] == "shades-of-gray" and saved["ema"] == 0.999
     assert saved["data"] == str(synth_dir)
     assert (run / "best.keras").is_file()
     metrics = json.loads((run / "metrics.json").read_text())

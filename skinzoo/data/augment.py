@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 from skinzoo.errors import UsageError
 
-PRESETS = ("none", "light", "heavy")
+PRESETS = ("none", "light", "heavy", "dermoscopy")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,14 @@ class Augment:
             return cls(flip_h=True, flip_v=True, rot90=True, rotate=30.0, zoom=0.15, shift=0.08,
                        brightness=0.2, contrast=0.2, saturation=0.2, hue=0.03, blur=0.2,
                        blur_sigma=1.0, noise=6.0, cutout=0.3, cutout_size=0.25)
+        if name == "dermoscopy":
+            # A lesion can be photographed at any angle, distance and framing, under any lamp and
+            # camera: any-angle rotation, a random resized crop (zoom + shift), colour/brightness/
+            # contrast/hue jitter for other devices, light blur for focus. No noise or cutout: they
+            # hide the fine pigment texture that separates melanoma from naevus.
+            return cls(flip_h=True, flip_v=True, rot90=True, rotate=180.0, zoom=0.2, shift=0.1,
+                       brightness=0.2, contrast=0.2, saturation=0.2, hue=0.04, blur=0.15,
+                       blur_sigma=0.8)
         raise UsageError(f"unknown augmentation preset {name!r}",
                          f"use one of {', '.join(PRESETS)} (optionally with overrides, "
                          "e.g. 'light,rotate=15,cutout=0.5')")

@@ -45,11 +45,14 @@ def _int_labels(labels, num_classes: int | None = None) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def class_weights(labels, num_classes: int) -> np.ndarray:
-    """Weight per class, scikit-learn's "balanced" formula: n_samples / (n_classes * count).
+def class_weights(labels, num_classes: int, power: float = 1.0) -> np.ndarray:
+    """Weight per class, scikit-learn's "balanced" formula: n_samples / (n_classes * count),
+    raised to ``power`` and rescaled so the mean sample weight stays 1.
 
-    ``n_classes`` counts the classes present in ``labels`` so the mean sample weight is 1; a class
-    absent from ``labels`` gets weight 0 (it has no samples to weigh) and a warning.
+    ``power`` 1 is full inverse frequency; 0.5 (its square root) is the tempered middle ground:
+    full weights over-correct when the deployment prior is itself skewed (naevi are most of what
+    a clinic sees), 0 is no weighting. ``n_classes`` counts the classes present in ``labels``; a
+    class absent from ``labels`` gets weight 0 (it has no samples to weigh) and a warning.
     """
     y = _int_labels(labels, num_classes)
     if y.size == 0:
@@ -57,16 +60,18 @@ def class_weights(labels, num_classes: int) -> np.ndarray:
     counts = np.bincount(y, minlength=num_classes).astype(np.float64)
     present = counts > 0
     weights = np.zeros(num_classes, np.float64)
-    weights[present] = y.size / (present.sum() * counts[present])
+    weights[present] = (y.size / (present.sum() * counts[present])) ** float(power)
+    weights *= y.size / float((weights * counts).sum())  # mean sample weight 1 at any power
     if not present.all():
         log.warning("classes %s have no training samples", np.flatnonzero(~present).tolist())
     return weights
 
 
-def sample_weights_for(labels, num_classes: int, weights=None) -> np.ndarray:
-    """float32 weight per sample: its class's weight (``weights`` or :func:`class_weights`)."""
+def sample_weights_for(labels, num_classes: int, weights=None, power: float = 1.0) -> np.ndarray:
+    """float32 weight per sample: its class's weight (``weights`` or :func:`class_weights` at
+    ``power``)."""
     y = _int_labels(labels, num_classes)
-    weights = class_weights(y, num_classes) if weights is None else np.asarray(weights, np.float64)
+    weights = class_weights(y, num_classes, power) if weights is None else np.asarray(weights, np.float64)
     if weights.shape != (num_classes,):
         raise UsageError(f"class weights have shape {weights.shape}, expected ({num_classes},)")
     return weights[y].astype(np.float32)
@@ -321,7 +326,6 @@ def _render_variants(jobs, images_dir, hw, resize, aug, seed, progress, batch_si
     """Decode + resize (the training pipeline's graph) + augment with seed [seed, index]; write."""
     import contextlib
 
-    import click
     import cv2
 
     from skinzoo.data.augment import augment_image
@@ -341,8 +345,9 @@ def _render_variants(jobs, images_dir, hw, resize, aug, seed, progress, batch_si
 
     ds = tf.data.Dataset.from_tensor_slices((paths, np.asarray(indices, np.int64)))
     ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(2)
-    bar = (click.progressbar(length=len(jobs), label="writing augmented images") if progress
-           else contextlib.nullcontext())
+    from skinzoo.progress import Progress
+
+    bar = Progress("writing augmented images", total=len(jobs)) if progress else contextlib.nullcontext()
     done = 0
     with bar:
         for batch in ds:

@@ -1,8 +1,7 @@
 """Validate a whole dataset before training: every image, the classes, the groups.
 
-:func:`check_dataset` inspects every image once (bytes hashed, header parsed, pixels decoded only
-when the file's end marker is missing; see :func:`skinzoo.data.images.inspect_image`) in a
-thread pool, and returns a :class:`CheckReport`: one :class:`~skinzoo.data.sources.Problem` per
+:func:`check_dataset` inspects every image once (bytes hashed, header parsed, pixels decoded,
+JPEGs at 1/8 scale; see :func:`skinzoo.data.images.inspect_image`) in a thread pool, and returns a :class:`CheckReport`: one :class:`~skinzoo.data.sources.Problem` per
 thing found wrong plus a summary (class counts, groups per class, image sizes, byte-identical
 duplicates, missing metadata). Only problems with ``action == "error"`` block training:
 
@@ -11,10 +10,18 @@ duplicates, missing metadata). Only problems with ``action == "error"`` block tr
 
 Unusable images (missing, empty, truncated, not an image, too large/small...) are ``"skipped"``:
 :func:`validate_for_training` drops them and trains on the rest.
+
+Byte-identical files: copies under one label are kept once (the others ``"skipped"``, so they
+can never straddle the split); copies under different labels are all left out, because which
+label is true cannot be known (``conflicting_duplicate``). Groups that share a file are joined, so
+a lesion listed under two ids, or rows without a lesion id, cannot leak across the split through
+identical images. Problems in :data:`LOUD_KINDS` change what is trained on or risk a leak: besides
+the report, :func:`validate_for_training` logs them as warnings.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +35,12 @@ from skinzoo.data.sources import Dataset, Problem
 from skinzoo.errors import DataError
 
 METADATA_COLUMNS = ("age", "sex", "site")
+# Problems a user must see when training, not only in `data check`: they change the training set
+# or risk a leak between train and test.
+LOUD_KINDS = ("conflicting_duplicate", "duplicate_image", "missing_group", "merged_labels",
+              "outside_root")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +54,7 @@ class CheckReport:
     merged_group: pd.Series  # group per usable row, byte-identical copies joined into one group
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
+    dropped: pd.Series | None = None  # per table row: readable but left out (duplicate copies)
 
     @property
     def blocking(self) -> bool:
@@ -53,8 +67,9 @@ class CheckReport:
 
     @property
     def usable(self) -> pd.Series:
-        """Boolean per table row: the image can be read."""
-        return self.images["ok"]
+        """Boolean per table row: the image can be read and is used (not a left-out copy)."""
+        ok = self.images["ok"].astype(bool)
+        return ok if self.dropped is None else ok & ~self.dropped
 
     def problem_table(self) -> pd.DataFrame:
         """One row per problem: kind, where (file or CSV line), message, action."""
@@ -91,10 +106,14 @@ def check_dataset(dataset: Dataset, val: float = 0.15, test: float = 0.15, folds
             problems.append(Problem(f"converted_{info.conversion}", info.path,
                                     f"{info.path} is {info.mode} ({info.format}): read as RGB",
                                     "converted"))
-    ok = images["ok"].astype(bool)
-    usable = table[ok]
-    merged, dup_problems, n_dup_sets = _duplicates(usable, images.loc[ok, "digest"])
+    readable = images["ok"].astype(bool)
+    merged, dup_problems, n_dup_sets, dropped_idx = _duplicates(table[readable],
+                                                                images.loc[readable, "digest"])
     problems += dup_problems
+    dropped = pd.Series(table.index.isin(dropped_idx), index=table.index)
+    ok = readable & ~dropped
+    usable = table[ok]
+    merged = merged[ok[readable].to_numpy()]
     problems += _metadata_problems(usable)
     sides = folds if folds else (3 if test > 0 else 2)
     counts = usable["label"].value_counts().reindex(dataset.classes, fill_value=0)
@@ -102,8 +121,10 @@ def check_dataset(dataset: Dataset, val: float = 0.15, test: float = 0.15, folds
     problems += _class_problems(dataset, counts, groups, sides, len(table) - int(ok.sum()))
     seconds = time.perf_counter() - start
     summary = _summary(dataset, images, ok, counts, groups, problems, n_dup_sets, seconds)
+    summary["left_out_copies"] = int(dropped.sum())
+    summary["unusable"] -= summary["left_out_copies"]  # readable: counted as copies, not unusable
     return CheckReport(dataset, problems, images, summary, merged, seconds,
-                       dict(val=val, test=test, folds=folds, decode=decode))
+                       dict(val=val, test=test, folds=folds, decode=decode), dropped)
 
 
 def validate_for_training(dataset: Dataset, val: float = 0.15, test: float = 0.15,
@@ -121,6 +142,9 @@ def validate_for_training(dataset: Dataset, val: float = 0.15, test: float = 0.1
         raise DataError(f"the dataset at {dataset.source or dataset.root} cannot be trained on: "
                         f"{shown}{more}", f"run `skinzoo data check {dataset.root}` for the full "
                         "list")
+    for p in report.problems:
+        if p.kind in LOUD_KINDS:
+            log.warning("WARNING: %s", p.message if p.where in p.message else f"{p.where}: {p.message}")
     ok = report.usable.astype(bool)
     table = dataset.table[ok].assign(group=report.merged_group)
     added = report.problems[len(dataset.problems):]
@@ -137,17 +161,23 @@ def inspect_images(paths: list[str], decode: str = "auto", workers: int | None =
     def one(p):
         return inspect_image(p, decode=decode, with_digest=True)
 
+    from skinzoo.progress import track
+
     if workers <= 1 or len(paths) < 64:
-        return [one(p) for p in paths]
+        return [one(p) for p in track(paths, "checking images")]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, paths, chunksize=64))
+        return list(track(pool.map(one, paths, chunksize=64), "checking images", total=len(paths)))
 
 
 # --- parts ---------------------------------------------------------------------------------
 
 def _duplicates(usable: pd.DataFrame, digests: pd.Series):
-    """Merged groups (union of groups sharing a file) and one problem per set of copies."""
+    """``(merged groups, problems, number of sets, index of rows left out)``.
+
+    Groups sharing a file are joined (union-find); per set of byte-identical files, one copy is
+    kept when they agree on the label, none when they do not (see the module docstring)."""
     parent: dict[str, str] = {}
+    left_out: list = []
 
     def find(g):
         while parent.get(g, g) != g:
@@ -161,20 +191,30 @@ def _duplicates(usable: pd.DataFrame, digests: pd.Series):
         n_sets += 1
         rows = usable.loc[idx]
         labels, groups = sorted(set(rows["label"])), sorted(set(rows["group"]))
-        notes = []
-        if len(labels) > 1:
-            notes.append(f"with different labels ({', '.join(labels)})")
         if len(groups) > 1:
-            notes.append(f"in {len(groups)} groups: kept in one group so no split separates them")
             root = find(groups[0])
             for g in groups[1:]:
                 parent[find(g)] = root
-        names = ", ".join(rows["image_id"].astype(str)[:4]) + (", ..." if len(rows) > 4 else "")
-        problems.append(Problem("duplicate_image", str(rows["path"].iloc[0]),
-                                f"{len(rows)} byte-identical files: {names}"
-                                + (" " + "; ".join(notes) if notes else ""), "kept"))
+        if len(labels) > 1:
+            listed = ", ".join(f"{i} ({lab})" for i, lab in zip(rows["image_id"].astype(str),
+                                                               rows["label"], strict=True))
+            left_out += list(idx)
+            problems.append(Problem(
+                "conflicting_duplicate", str(rows["path"].iloc[0]),
+                f"{len(rows)} byte-identical files carry different labels: {listed}; all left out "
+                "of training (which label is true cannot be known)", "skipped"))
+            continue
+        kept, others = rows["image_id"].astype(str).iloc[0], rows["image_id"].astype(str).iloc[1:]
+        left_out += list(idx[1:])
+        shown = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+        problems.append(Problem(
+            "duplicate_image", str(rows["path"].iloc[0]),
+            f"{len(rows)} byte-identical files labelled {labels[0]!r}: {kept} kept, {shown} left "
+            "out (copies must not sit on both sides of the split)"
+            + (f"; their {len(groups)} groups joined into one" if len(groups) > 1 else ""),
+            "skipped"))
     merged = usable["group"].map(lambda g: find(g)) if parent else usable["group"].copy()
-    return merged, problems, n_sets
+    return merged, problems, n_sets, left_out
 
 
 def _metadata_problems(usable: pd.DataFrame) -> list[Problem]:
@@ -247,7 +287,9 @@ def report_text(report: CheckReport, max_per_kind: int = 5) -> str:
     s = report.summary
     lines = [f"dataset  {s['dataset']}  (format {s['format']}, task {s['task']})",
              f"images   {s['usable']} usable of {s['rows']} listed"
-             + (f", {s['unusable']} unusable (skipped)" if s["unusable"] else ""), ""]
+             + (f", {s['unusable']} unusable (skipped)" if s["unusable"] else "")
+             + (f", {s['left_out_copies']} duplicate copies left out"
+                if s.get("left_out_copies") else ""), ""]
     width = max([len("class")] + [len(c["class"]) for c in s["classes"]])
     lines.append(f"  {'class':<{width}}  {'images':>7}  {'groups':>7}  {'share':>6}")
     for c in s["classes"]:
@@ -269,7 +311,7 @@ def report_text(report: CheckReport, max_per_kind: int = 5) -> str:
     by_kind = report.problems_by_kind()
     if by_kind:
         lines += ["", "problems"]
-        order = {"error": 0, "skipped": 1, "converted": 2, "kept": 3}
+        order = {"error": 0, "warning": 1, "skipped": 2, "converted": 3, "kept": 4}
         for kind, items in sorted(by_kind.items(), key=lambda kv: (order.get(kv[1][0].action, 4),
                                                                    kv[0])):
             lines.append(f"  {kind} ({len(items)}, {items[0].action})")

@@ -39,6 +39,7 @@ import pandas as pd
 
 from skinzoo.data.images import IMAGE_EXTENSIONS, list_image_files
 from skinzoo.errors import DataError, UsageError
+from skinzoo.fileio import NotRegularFile, check_regular_file, read_regular_bytes
 
 FORMATS = ("auto", "ham10000", "isic2019", "csv", "folders")
 TASKS = ("multiclass", "binary")
@@ -72,6 +73,11 @@ SITE_COLUMNS = ("localization", "anatom_site_general", "anatom_site_general_chal
                 "position", "anatomical location", "anatomical_location", "location")
 # Label values that mean "no label": such rows are reported and skipped, never made a class.
 PLACEHOLDER_LABELS = {"", "nan", "none", "null", "na", "n/a", "?", "-", "unknown", "unk"}
+# Image formats people put in datasets that skinzoo does not read: named when a folder holds only
+# these, so "holds no images" never hides a folder of TIFF scans.
+OTHER_IMAGE_EXTENSIONS = (".tif", ".tiff", ".dcm", ".dicom", ".heic", ".heif", ".webp", ".gif",
+                          ".jp2", ".j2k", ".nii", ".svg", ".raw", ".dng", ".cr2", ".nef")
+MAX_CSV_BYTES = 512 * 2**20  # ISIC 2019's metadata is 2 MB; a larger "CSV" is not a label file
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
 
@@ -143,6 +149,12 @@ def load_dataset(path, format: str = "auto", task: str = "multiclass", image_col
     if not path.exists():
         raise DataError(f"dataset path {path} does not exist",
                         "check the path (`skinzoo data synth demo/` writes a demo dataset)")
+    if not path.is_dir():
+        try:
+            check_regular_file(path)
+        except NotRegularFile as err:  # a FIFO would block the CSV reader forever
+            raise DataError(f"dataset path {path} {err}",
+                            "pass a dataset folder or the labels CSV file itself") from None
     fmt, source = detect_format(path) if format == "auto" else (format, _source_for(format, path))
     read = _READERS[fmt](source, image_col=image_col, label_col=label_col,
                          allow_outside_root=allow_outside_root)
@@ -160,6 +172,11 @@ def detect_format(path: Path) -> tuple[str, Path]:
                       (ISIC_CHALLENGE_CSV, "isic2019")):
         if (path / name).is_file():
             return fmt, path / name
+        if (path / name).exists():  # a FIFO or device under the metadata's name: never opened
+            try:
+                check_regular_file(path / name)
+            except NotRegularFile as err:
+                raise DataError(f"{path / name} {err}", "replace it with the CSV file itself") from None
     csvs = sorted(p for p in path.glob("*.csv") if p.is_file() and not p.name.startswith("."))
     if len(csvs) == 1:
         return _format_of_csv(csvs[0]), csvs[0]
@@ -235,7 +252,28 @@ def _describe_folder(path: Path) -> str:
     if not names:
         return "it is empty"
     shown = ", ".join(names[:8]) + (f", ... ({len(names)} entries)" if len(names) > 8 else "")
-    return f"found {shown}"
+    return f"found {shown}" + unsupported_note(path)
+
+
+def unsupported_note(folder: Path, limit: int = 20000) -> str:
+    """``"; it holds 12 .tif file(s), a format skinzoo does not read ..."`` or ``""``: what
+    image-like files a folder holds that are not read (only the first ``limit`` files are looked at)."""
+    counts: dict[str, int] = {}
+    seen = 0
+    for _dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            ext = os.path.splitext(name)[1].lower()
+            if ext in OTHER_IMAGE_EXTENSIONS and not name.startswith("."):
+                counts[ext] = counts.get(ext, 0) + 1
+            seen += 1
+        if seen >= limit:
+            break
+    if not counts:
+        return ""
+    listed = ", ".join(f"{n} {ext} file(s)" for ext, n in sorted(counts.items()))
+    return (f"; it holds {listed}, a format skinzoo does not read (it reads "
+            f"{', '.join(IMAGE_EXTENSIONS)}): convert them to PNG or JPEG")
 
 
 # --- CSV reading ---------------------------------------------------------------------------
@@ -248,7 +286,10 @@ def read_csv_table(path: Path, nrows: int | None = None, problems: list | None =
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_bytes(path, MAX_CSV_BYTES)
+    except NotRegularFile as err:  # a FIFO would block, /dev/zero would never end
+        raise DataError(f"cannot read {path}: it {err}",
+                        "pass the labels CSV file itself") from None
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror or err}",
                         "check the file exists and is readable") from None
@@ -259,6 +300,7 @@ def read_csv_table(path: Path, nrows: int | None = None, problems: list | None =
     first = next((ln for ln in lines if ln.strip()), "")
     sep = max([",", ";", "\t", "|"], key=first.count)
     _check_field_counts(text, sep, path, problems)
+    _check_duplicate_columns(text, sep, path)
     try:
         # index_col=False: rows with more fields than the header must never turn the first
         # columns into an index (pandas' default), which would shift every label by a column.
@@ -313,6 +355,23 @@ def _check_field_counts(text: str, sep: str, path: Path, problems) -> None:
         problems.append(Problem("extra_fields", path.name, f"{trailing} row(s) end with empty "
                                 "fields beyond the header (trailing separators): ignored",
                                 "converted"))
+
+
+def _check_duplicate_columns(text: str, sep: str, path: Path) -> None:
+    """Two columns with one name (pandas would silently call the second ``label.1``): which one
+    holds the labels is ambiguous, so it is refused rather than guessed."""
+    import csv
+
+    header = next((f for f in csv.reader(io.StringIO(text), delimiter=sep, skipinitialspace=True)
+                   if any(x.strip() for x in f)), [])
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        key = name.strip().lstrip("\ufeff").lower()
+        if key and key in seen:
+            raise DataError(f"{path} names the column {name.strip()!r} twice (columns "
+                            f"{seen[key]} and {position}); which one to use is ambiguous",
+                            "rename or remove one of the two columns in the header line")
+        seen.setdefault(key, position)
 
 
 def _decode_text(raw: bytes, path: Path, problems) -> str:
@@ -418,7 +477,14 @@ def _resolve_path(value: str, base: Path, index: ImageIndex | None) -> str | Non
 
 
 def _outside(path: str, root: Path) -> bool:
-    rel = os.path.relpath(path, os.path.normpath(str(root.absolute())))
+    """Whether ``path`` leaves ``root``, by its name (``../x``) or through a symlink (a link to
+    ``/etc/passwd`` named ``x.jpg``): both are refused unless ``--allow-outside-root``."""
+    return _escapes(path, os.path.normpath(str(root.absolute()))) or \
+        _escapes(os.path.realpath(path), os.path.realpath(root))
+
+
+def _escapes(path: str, root: str) -> bool:
+    rel = os.path.relpath(path, root)
     return rel == ".." or rel.startswith("../") or os.path.isabs(rel)
 
 
@@ -547,7 +613,7 @@ def _rows_from_table(table, csv_path, root, image_col, label_col, group_col, ind
     sex_col = _column(table, None, SEX_COLUMNS, "sex", csv_path, required=False)
     site_col = _column(table, None, SITE_COLUMNS, "site", csv_path, required=False)
     seen: dict[str, int] = {}
-    rows, outside = [], []
+    rows, outside, no_group = [], [], []
     for _, row in table.iterrows():
         where = f"{csv_path.name} line {row['_line']}"
         image_id = _cell(row, image_col)
@@ -567,11 +633,14 @@ def _rows_from_table(table, csv_path, root, image_col, label_col, group_col, ind
         if not allow_outside_root and _outside(path, root):
             outside.append(where)
             problems.append(Problem("outside_root", where, f"{image_id} points outside the dataset "
-                                    f"folder {root} (pass --allow-outside-root if intended)",
-                                    "skipped"))
+                                    f"folder {root}{_via_link(path)} (pass --allow-outside-root "
+                                    "if intended)", "skipped"))
             continue
+        group = _cell(row, group_col)
+        if group_col is not None and group is None:
+            no_group.append(where)
         out = dict(path=os.path.abspath(path), label=_cell(row, label_col),
-                   group=_cell(row, group_col) or image_id, image_id=image_id, _where=where)
+                   group=group or image_id, image_id=image_id, _where=where)
         if age_col:
             out["age"] = row[age_col]
         if sex_col:
@@ -583,10 +652,27 @@ def _rows_from_table(table, csv_path, root, image_col, label_col, group_col, ind
         raise DataError(f"all {len(outside)} image paths in {csv_path.name} point outside the "
                         f"dataset folder {root}",
                         "pass --allow-outside-root (allow_outside_root=True) if that is intended")
+    if no_group:
+        problems.append(_missing_group_problem(csv_path, group_col, no_group, len(rows)))
     result = pd.DataFrame(rows, columns=_columns_of(rows))
     if "age" in result:
         result["age"] = pd.to_numeric(result["age"], errors="coerce").astype(float)
     return result
+
+
+def _via_link(path: str) -> str:
+    lexical = os.path.normpath(path)
+    return " through a symlink" if os.path.realpath(lexical) != lexical else ""
+
+
+def _missing_group_problem(csv_path, group_col, lines, n_rows) -> Problem:
+    shown = ", ".join(w.split(" line ")[-1] for w in lines[:5]) + (", ..." if len(lines) > 5 else "")
+    return Problem(
+        "missing_group", csv_path.name,
+        f"{len(lines)} of {n_rows} rows have no {group_col} (lines {shown}): each is treated as its "
+        f"own {group_col}, and byte-identical images are grouped; if several of them show one "
+        "lesion (or patient), its images can land in both train and test and flatter the scores",
+        "warning")
 
 
 def _columns_of(rows) -> list[str]:
@@ -594,7 +680,7 @@ def _columns_of(rows) -> list[str]:
     return base + [c for c in ("age", "sex", "site", "source_split") if rows and c in rows[0]]
 
 
-def _read_folders(root: Path, **_) -> _Read:
+def _read_folders(root: Path, allow_outside_root: bool = False, **_) -> _Read:
     root = root.absolute()
     problems: list[Problem] = []
     top = _subfolders(root)
@@ -609,7 +695,7 @@ def _read_folders(root: Path, **_) -> _Read:
         problems.append(Problem("no_class_folder", str(stray),
                                 "image directly in the dataset folder, not in a class folder",
                                 "skipped"))
-    rows = []
+    rows, outside = [], []
     parts = [(d, SPLIT_FOLDERS[d.name.lower()]) for d in split_named] or [(root, None)]
     for base, split in parts:
         if split is not None:
@@ -621,14 +707,25 @@ def _read_folders(root: Path, **_) -> _Read:
             files = list_image_files(class_dir)
             if not files:
                 problems.append(Problem("empty_class", str(class_dir), f"class folder "
-                                        f"{class_dir.relative_to(root)}/ holds no images", "skipped"))
+                                        f"{class_dir.relative_to(root)}/ holds no images"
+                                        + unsupported_note(class_dir), "skipped"))
             for f in files:
+                if not allow_outside_root and _outside(str(f), root):
+                    outside.append(str(f))
+                    problems.append(Problem("outside_root", str(f), f"{f} leads outside the "
+                                            f"dataset folder {root}{_via_link(str(f))}; not read "
+                                            "(pass --allow-outside-root if intended)", "skipped"))
+                    continue
                 image_id = f.relative_to(root).as_posix()
                 row = dict(path=str(f), label=class_dir.name, group=image_id, image_id=image_id,
                            _where=image_id)
                 if split is not None:
                     row["source_split"] = split
                 rows.append(row)
+    if outside and not rows:
+        raise DataError(f"all {len(outside)} images below {root} lead outside it through "
+                        f"symlinks (e.g. {outside[0]})",
+                        "pass --allow-outside-root (allow_outside_root=True) if that is intended")
     if not rows:
         raise DataError(f"found no images in class folders below {root} "
                         f"({_describe_folder(root)})",
@@ -651,6 +748,7 @@ def _finish(read: _Read, fmt: str, task: str, binary_map: dict | None) -> Datase
         shown = "empty" if pd.isna(table.at[i, "label"]) else repr(table.at[i, "label"])
         problems.append(Problem("missing_label", table.at[i, "_where"],
                                 f"label is {shown} for {table.at[i, 'image_id']}", "skipped"))
+    labels = fold_label_case(labels, ~empty, read.vocabulary or read.order, problems, where)
     if read.vocabulary is not None:
         unknown = ~empty & ~labels.isin(read.vocabulary)
         for i in table.index[unknown]:
@@ -676,6 +774,40 @@ def _finish(read: _Read, fmt: str, task: str, binary_map: dict | None) -> Datase
         table[col] = table[col].astype(str)
     return Dataset(table=table, classes=classes, format=fmt, root=read.root, problems=problems,
                    task=task, source=read.source)
+
+
+def fold_label_case(labels: pd.Series, present: pd.Series, known, problems, where) -> pd.Series:
+    """Labels that differ only by case (``mel``, ``MEL``, ``Mel``) become one class, with one
+    ``merged_labels`` problem listing the names merged. The name kept is the format's own
+    spelling when it has a fixed vocabulary, else the most common spelling (lower case on a tie).
+    Labels with a single spelling are never changed."""
+    values = labels[present].astype(str)
+    if values.empty:
+        return labels
+    known_by_fold = {str(k).casefold(): str(k) for k in (known or ())}
+    counts = values.value_counts()
+    spellings: dict[str, list[str]] = {}
+    for name in counts.index:
+        spellings.setdefault(name.casefold(), []).append(name)
+    mapping = {}
+    for fold, names in spellings.items():
+        target = known_by_fold.get(fold)
+        if target is None and len(names) == 1:
+            continue
+        if target is None:
+            target = min(names, key=lambda n: (-counts[n], n != n.lower(), n))
+        renamed = [n for n in names if n != target]
+        if not renamed:
+            continue
+        mapping.update({n: target for n in renamed})
+        n_rows = int(counts[renamed].sum())
+        problems.append(Problem("merged_labels", str(where),
+                                f"labels differing only by case merged into {target!r}: "
+                                f"{', '.join(repr(n) for n in sorted(names))} ({n_rows} row(s) "
+                                "renamed)", "converted"))
+    if not mapping:
+        return labels
+    return labels.where(~present, labels.map(lambda v: mapping.get(v, v) if isinstance(v, str) else v))
 
 
 def _normalise_label(value):

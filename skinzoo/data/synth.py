@@ -20,6 +20,10 @@ Class shares follow HAM10000's shape (nv the large majority, df and vasc rare) w
 that every class has enough lesions to be split three ways at the default size. Several images
 of one lesion differ by rotation, scale, shift, lighting and hair, so a split that ignores
 ``lesion_id`` leaks.
+
+Age, sex and site carry some signal per class too (``MEAN_AGE``, ``MALE_SHARE``,
+``TYPICAL_SITES``), drawn from their own random stream, so metadata fusion has something to learn
+and the images are the same as without it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ SHARES = {"nv": 0.62, "mel": 0.11, "bkl": 0.10, "bcc": 0.06, "akiec": 0.045, "va
 SITES = ("back", "lower extremity", "trunk", "upper extremity", "abdomen", "face", "chest",
          "foot", "scalp", "neck", "hand", "ear", "genital", "acral", "unknown")
 MEAN_AGE = {"akiec": 67, "bcc": 66, "bkl": 59, "df": 52, "mel": 61, "nv": 46, "vasc": 50}
+# Sex and body site carry some signal per class, in the direction HAM10000 shows (more men among
+# akiec/bcc/mel, actinic and basal-cell lesions on sun-exposed head and hands, melanoma on the
+# back, dermatofibroma on the legs): share of men, and the sites a lesion is on 60% of the time.
+MALE_SHARE = {"akiec": 0.68, "bcc": 0.62, "bkl": 0.55, "df": 0.35, "mel": 0.62, "nv": 0.48, "vasc": 0.42}
+TYPICAL_SITES = {"akiec": ("face", "scalp", "ear", "hand"), "bcc": ("face", "neck", "back"),
+                 "bkl": ("trunk", "face", "back"), "df": ("lower extremity",),
+                 "mel": ("back", "upper extremity", "trunk"), "nv": ("back", "trunk", "abdomen"),
+                 "vasc": ("lower extremity", "trunk", "abdomen")}
 DX_TYPE = {"nv": ("follow_up", "histo", "consensus"), "mel": ("histo",), "bkl": ("histo", "consensus"),
            "bcc": ("histo",), "akiec": ("histo",), "vasc": ("consensus", "histo"), "df": ("consensus", "histo")}
 
@@ -70,6 +82,7 @@ def make_synthetic_dataset(out, n_images: int = 700, size: int = 96, seed: int =
     (out / "images").mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(seed)
+    meta_rng = np.random.default_rng([seed, 1])  # sex/site: own stream, images unchanged
     rows = []
     lesion_no = 0
     image_no = 0
@@ -79,8 +92,8 @@ def make_synthetic_dataset(out, n_images: int = 700, size: int = 96, seed: int =
             n_views = min(count - made, int(rng.choice([1, 1, 1, 2, 2, 3])))
             lesion = _lesion_params(dx, rng)
             age = float(np.clip(round(rng.normal(MEAN_AGE[dx], 14) / 5) * 5, 0, 85))
-            sex = str(rng.choice(["male", "female"], p=[0.54, 0.46]))
-            site = str(rng.choice(SITES))
+            rng.choice(2, p=[0.54, 0.46]), rng.choice(len(SITES))  # keeps the image stream as it was
+            sex, site = _sex_and_site(dx, meta_rng)
             dx_type = str(rng.choice(DX_TYPE[dx]))
             for _ in range(n_views):
                 image_id = f"ISIC_{24306 + image_no:07d}"
@@ -95,6 +108,13 @@ def make_synthetic_dataset(out, n_images: int = 700, size: int = 96, seed: int =
     table = pd.DataFrame(rows)
     table.to_csv(meta_path, index=False)
     return table
+
+
+def _sex_and_site(dx: str, rng: np.random.Generator) -> tuple[str, str]:
+    sex = "male" if rng.random() < MALE_SHARE[dx] else "female"
+    typical = rng.random() < 0.6
+    site = str(rng.choice(TYPICAL_SITES[dx] if typical else SITES))
+    return sex, site
 
 
 # --- drawing -------------------------------------------------------------------------------

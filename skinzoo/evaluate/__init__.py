@@ -118,7 +118,7 @@ def evaluate_model(loaded, data=None, split=None, tta: int = 1, threshold="auto"
         expected_calibration_error,
         predicted_classes,
     )
-    from skinzoo.evaluate.predict import eval_table, select_split
+    from skinzoo.evaluate.predict import dataset_name, eval_table, select_split
     from skinzoo.fileio import write_json_atomic
 
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
@@ -153,7 +153,7 @@ def evaluate_model(loaded, data=None, split=None, tta: int = 1, threshold="auto"
                           "accuracy_gain": metrics["accuracy"] - base["accuracy"]}
     out_dir = None
     if write and loaded.run is not None:
-        name = eval_set.split if data is None else f"{eval_set.split}-{Path(data).name}"
+        name = eval_set.split if data is None else f"{eval_set.split}-{dataset_name(data)}"
         out_dir = loaded.run.eval_dir / name
         metrics["split_digest"] = split_digest(loaded.run)
         write_json_atomic(out_dir / "metrics.json", metrics)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skinzoo.errors import ModelError, UsageError
+from skinzoo.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,16 @@ _PREPROCESSING = ("InputLayer", "Rescaling", "Normalization", "Resizing", "Cente
                   "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
                   "RandomContrast", "RandomBrightness", "RandomCrop", "ZeroPadding2D")
 METHODS = ("gradcam", "gradcam++")
+
+
+def output_names(stem: str, method: str) -> tuple[str, str]:
+    """(overlay PNG, heatmap .npy) file names for one image: Grad-CAM keeps ``X_gradcam.png`` /
+    ``X_heatmap.npy``; Grad-CAM++ writes ``X_gradcampp.png`` / ``X_gradcampp_heatmap.npy`` (no
+    '+' in file names), so both methods can share one --out without overwriting each other."""
+    if method == "gradcam":
+        return f"{stem}_gradcam.png", f"{stem}_heatmap.npy"
+    tag = method.replace("+", "p")
+    return f"{stem}_{tag}.png", f"{stem}_{tag}_heatmap.npy"
 
 
 # --- model structure -------------------------------------------------------------------------
@@ -381,7 +392,7 @@ class GradCam:
         if n and (class_index.min() < 0 or class_index.max() >= k):
             raise UsageError(f"class index {int(class_index.max())} is outside 0..{k - 1}")
         maps, probs = [], []
-        for start in range(0, n, batch_size):
+        for start in track(range(0, n, batch_size), "Grad-CAM", total=n, step=batch_size):
             stop = min(start + batch_size, n)
             # pad the last batch to the full size so the traced step is reused, not retraced
             pad = batch_size - (stop - start) if n > batch_size else 0

@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from skinzoo.errors import DataError, ModelError, UsageError
-from skinzoo.fileio import read_json
+from skinzoo.evaluate.meta_inputs import (
+    chunk_inputs,
+    missing_metadata,
+    model_encodings,
+    rows_by_path,
+)
+from skinzoo.fileio import NotRegularFile, check_regular_file, read_json
+from skinzoo.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,10 @@ def load_model_file(path, unsafe: bool = False):
     if path.is_dir():
         raise ModelError(f"{path} is a folder, not a model file",
                          "pass a run directory made by `skinzoo train`, or a .keras file")
+    try:  # a FIFO named model.keras would block the reader forever, a device never end
+        check_regular_file(path)
+    except NotRegularFile as err:
+        raise ModelError(f"model file {path} {err}", "pass a .keras file or a run directory") from None
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise ModelError(f"{path} is not a Keras model file (expected .keras or .h5)",
                          "save models with model.save('model.keras')")
@@ -87,6 +98,8 @@ def _check_container(path: Path) -> None:
 def _register_custom_layers():
     # skinzoo's own layers register themselves on import; a model file may use them.
     try:
+        import skinzoo.models.ensemble  # noqa: F401
+        import skinzoo.models.fusion  # noqa: F401
         import skinzoo.models.layers  # noqa: F401
     except ImportError:
         pass
@@ -106,6 +119,9 @@ class LoadedModel:
     temperature: float = 1.0
     threshold: dict | None = None  # threshold.json contents (binary runs)
     notes: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)  # input name -> MetadataEncoding (encoded inputs)
+    meta: dict | None = None  # input name -> values for every image (--meta)
+    meta_rows: dict | None = None  # input name -> {path: vector} (a dataset's own columns)
 
     @property
     def num_classes(self) -> int:
@@ -143,6 +159,10 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
         path = Path(spec)
         if not path.exists():
             raise UsageError(f"{path} does not exist", "pass a run directory or a .keras model file")
+        from skinzoo.deploy.runtime import export_format, load_export
+
+        if export_format(path) is not None:  # SavedModel / TFLite / ONNX from `skinzoo export`
+            return load_export(path, classes)
         run = RunDir(path) if path.is_dir() else None
         if run is None and RunDir(path.parent).is_run():
             run = RunDir(path.parent)  # a model file inside a run: use the run's class names
@@ -154,22 +174,56 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
     if classes is None:
         classes = info.get("classes")
     if classes is None:
+        classes, source = classes_beside(model_path)
+        if classes is not None:
+            notes.append(f"class names from {source}: {', '.join(classes)}")
+    if classes is None:
         classes = [f"class_{i}" for i in range(k)]
         notes.append(f"no class names known for {model_path.name}: using class_0..class_{k - 1} "
-                     "(pass --classes a,b,c)")
+                     f"(pass --classes a,b,c, or put classes.json or labels.txt beside it)")
     if len(classes) != k:
         raise UsageError(f"{len(classes)} class names ({', '.join(classes)}) for a model with "
                          f"{k} classes", f"pass --classes with exactly {k} names in training order")
     img_size = _model_image_size(model, info)
     task = info.get("task") or ("binary" if list(classes) == ["benign", "malignant"] else "multiclass")
     loaded = LoadedModel(model, list(classes), img_size, info.get("resize", "crop"), task,
-                         model_path, run, notes=notes)
+                         model_path, run, notes=notes, metadata=model_encodings(model, run))
     if run is not None:
         if calibrated and run.calibration.exists():
             loaded.temperature = read_temperature(run.calibration)
         if run.threshold.exists():
             loaded.threshold = read_threshold(run.threshold)
     return loaded
+
+
+CLASS_FILES = ("classes.json", "labels.txt")
+
+
+def classes_beside(model_path) -> tuple[list[str] | None, Path | None]:
+    """Class names for a bare model file from ``classes.json`` (skinzoo's ``{"classes": [...]}``
+    or a plain JSON list) or ``labels.txt`` (one name per line, blank lines ignored) in its
+    folder: ``(names, file)``, or ``(None, None)`` when there is neither. A file that is there
+    but unusable is a UsageError naming it (silently numbering the classes would mislabel)."""
+    folder = Path(model_path).parent
+    for name in CLASS_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        hint = f"fix {path} (one class name per entry, training order) or pass --classes a,b,c"
+        if name.endswith(".json"):
+            data = read_json(path, hint)
+            names = data.get("classes") if isinstance(data, dict) else data
+        else:
+            try:
+                names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            except (OSError, UnicodeDecodeError) as err:
+                raise UsageError(f"cannot read {path}: {err}", hint) from None
+        if not isinstance(names, list) or not names or not all(isinstance(c, str) and c for c in names):
+            raise UsageError(f"{path} does not hold a list of class names", hint)
+        if len(set(names)) != len(names):
+            raise UsageError(f"{path} repeats a class name ({', '.join(names)})", hint)
+        return list(names), path
+    return None, None
 
 
 def read_temperature(path) -> float:
@@ -233,31 +287,41 @@ def model_inputs(model, images, meta: dict | None = None, warn: bool = True) -> 
     meta = dict(meta or {})
     img_i = image_input_index(model)
     n = len(images)
+    names = [t._keras_history.operation.name if hasattr(t, "_keras_history") else f"input_{i}"
+             for i, t in enumerate(model.inputs)]
+    unknown = [k for k in meta if k not in names or k == names[img_i]]
+    if unknown:  # refused before anything is filled in or announced
+        others = [name for i, name in enumerate(names) if i != img_i]
+        raise UsageError(f"--meta names unknown input(s): {', '.join(unknown)}",
+                         "the model's non-image inputs are: " + (", ".join(others) or "none"))
     arrays = []
     for i, t in enumerate(model.inputs):
         if i == img_i:
             arrays.append(np.asarray(images, np.float32))
             continue
-        name = t._keras_history.operation.name if hasattr(t, "_keras_history") else f"input_{i}"
+        name = names[i]
         shape = tuple(d or 1 for d in t.shape[1:])
         width = int(np.prod(shape))
         if name in meta:
             values = np.asarray(meta.pop(name), np.float32)
+            if values.ndim == 2 and values.shape == (n, width):  # one row per image
+                arrays.append(values.reshape((n, *shape)))
+                continue
+            values = values.reshape(-1)
             if values.size == 1:
                 values = np.full(width, values.item(), np.float32)
             if values.size != width:
                 raise UsageError(f"--meta {name} has {values.size} value(s); input '{name}' takes {width}",
                                  f"give {width} values separated by ':'")
             arrays.append(np.broadcast_to(values.reshape(shape), (n, *shape)).copy())
+        elif (missing := missing_metadata(model, name)) is not None:
+            arrays.append(np.repeat(missing, n, axis=0))  # encoded metadata not given = missing
         else:
             if warn:
                 log.warning("warning: the model's extra input '%s' %s is filled with zeros "
-                            "(pass --meta %s=...)", name, shape, name)
+                            "(pass --meta %s=v1:v2:..., see README 'Using a model you did not "
+                            "train')", name, shape, name)
             arrays.append(np.zeros((n, *shape), np.float32))
-    if meta:
-        names = [t._keras_history.operation.name for i, t in enumerate(model.inputs) if i != img_i]
-        raise UsageError(f"--meta names unknown input(s): {', '.join(meta)}",
-                         "the model's non-image inputs are: " + (", ".join(names) or "none"))
     return arrays
 
 
@@ -285,9 +349,13 @@ def tta_views(images, n: int) -> list[np.ndarray]:
 def predict_view_probs(model, images, meta=None, batch_size: int = 32, tta: int = 1,
                        warn: bool = True) -> np.ndarray:
     """``(V, N, K)`` uncalibrated class probabilities (K >= 2), one slice per TTA view."""
+    from skinzoo.deploy.runtime import ExportedModel
     from skinzoo.evaluate.metrics import as_class_probs
 
     images = np.asarray(images, np.float32)
+    if isinstance(model, ExportedModel):  # an export runs through its own runtime
+        return np.stack([model.predict_arrays(view, meta, batch_size, warn=warn and i == 0)
+                         for i, view in enumerate(tta_views(images, tta))])
     if len(images) == 0:
         return np.zeros((tta, 0, output_width(model)))
     views = []
@@ -379,14 +447,18 @@ def predict_paths(loaded: LoadedModel, paths, batch_size: int = 32, tta: int = 1
     """
     chunk = chunk or max(batch_size * 8, 1)
     views, kept, errors = [], [], {}
-    for start in range(0, len(paths), chunk):
-        images, ok, bad = load_images_tolerant(paths[start:start + chunk], loaded.img_size,
-                                               loaded.resize)
-        errors.update(bad)
-        if ok:
-            views.append(predict_view_probs(loaded.model, images, meta, batch_size, tta,
-                                            warn=not kept))
-            kept.extend(ok)
+    with Progress("predicting", total=len(paths)) as bar:
+        for start in range(0, len(paths), chunk):
+            images, ok, bad = load_images_tolerant(paths[start:start + chunk], loaded.img_size,
+                                                   loaded.resize)
+            errors.update(bad)
+            if ok:
+                inputs_meta = chunk_inputs(meta if meta is not None else loaded.meta,
+                                           loaded.meta_rows, loaded.metadata, ok)
+                views.append(predict_view_probs(loaded.model, images, inputs_meta, batch_size, tta,
+                                                warn=not kept))
+                kept.extend(ok)
+            bar.update(len(paths[start:start + chunk]))
     k = loaded.num_classes
     return (np.concatenate(views, axis=1) if views else np.zeros((tta, 0, k))), kept, errors
 
@@ -421,6 +493,21 @@ class EvalSet:
     split_file: Path | None = None
 
 
+GENERIC_LABEL_FILES = ("labels", "label", "metadata", "ground_truth", "groundtruth", "data", "dataset",
+                       "ham10000_metadata", "isic_2019_training_groundtruth", "metadatatrain")
+
+
+def dataset_name(data) -> str:
+    """The name results on ``data`` are filed under: the dataset folder's name; for a CSV file,
+    its folder's name, plus the file's stem unless that is a generic labels-file name (so two
+    CSVs of one folder stay apart), never the file name with its extension."""
+    path = Path(data).expanduser().resolve()
+    if not path.is_file():
+        return path.name or "data"
+    folder = path.parent.name or "data"
+    return folder if path.stem.lower() in GENERIC_LABEL_FILES else f"{folder}-{path.stem}"
+
+
 def eval_table(loaded: LoadedModel, data=None):
     """A table with ``path``, ``label``, ``split`` (NaN where unknown) for this model.
 
@@ -440,6 +527,8 @@ def eval_table(loaded: LoadedModel, data=None):
         if missing:
             raise DataError(f"{run.split} has no {', '.join(missing)} column",
                             "pass --data DATASET to evaluate on the dataset itself")
+        if loaded.metadata:
+            loaded.meta_rows = rows_by_path(loaded.metadata, table["path"], run=run)
         return table[["path", "label", "split"]].copy(), f"{run.split}"
     from skinzoo.data.sources import load_dataset
 
@@ -454,6 +543,8 @@ def eval_table(loaded: LoadedModel, data=None):
         except DataError as err:
             log.info("note: %s is not the run's training data (%s); evaluating all of it",
                      data, err.message)
+    if loaded.metadata:
+        loaded.meta_rows = rows_by_path(loaded.metadata, table["path"], dataset=ds)
     return table[["path", "label", "split"]].copy(), str(data)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from skinzoo.errors import UsageError
+from skinzoo.evaluate.subgroups import subgroups_html
 from skinzoo.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 HEADLINE_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
@@ -288,6 +289,8 @@ def render_html(metrics: dict, plots: dict, galleries: dict, title: str = "") ->
                      f"<td>{_fmt(row['precision'])}</td><td>{_fmt(row['recall'])}</td>"
                      f"<td>{_fmt(row['f1'])}</td><td>{_fmt(row.get('auc'))}</td></tr>")
     parts.append("</table>")
+    if metrics.get("subgroups"):
+        parts.append(subgroups_html(metrics["subgroups"]))
     if metrics.get("auc_skipped_classes"):
         parts.append("<p class='note'>AUC not defined (class absent from the labels): "
                      + e(", ".join(metrics["auc_skipped_classes"])) + "</p>")

@@ -59,6 +59,53 @@ class ImagePreprocess(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="skinzoo")
+class ColorConstancy(keras.layers.Layer):
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004) on raw RGB in [0, 255].
+
+    The illuminant of each image is estimated per channel as the Minkowski p-mean of its pixels,
+    ``e_c = mean(x_c ** p) ** (1/p)``; each channel is then scaled by ``mean(e) / e_c`` so the
+    estimated illuminant becomes neutral grey at the image's own brightness. ``power=1`` is
+    gray-world; 6 is what the leading ISIC 2018/2019 entries used. Output stays raw RGB in [0, 255],
+    so every model's own preprocessing follows unchanged.
+
+    Why a layer: dermoscopes and clinics differ in colour cast, and a model trained on one
+    clinic's colours meets another's at test time. Inside the model, ``predict``, ``evaluate``,
+    ``gradcam`` and exported models apply it with no extra step, and training and inference can
+    never disagree about it. Computed in float32 whatever the dtype policy.
+    """
+
+    def __init__(self, power=6.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        power = float(power)
+        if not 1.0 <= power <= 20.0:
+            raise ValueError(f"ColorConstancy power must be in [1, 20], not {power}")
+        self.power = power
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        unit = ops.clip(x / 255.0, 0.0, 1.0)
+        illuminant = ops.power(ops.mean(ops.power(unit, self.power), axis=(-3, -2), keepdims=True),
+                               1.0 / self.power)
+        gain = ops.mean(illuminant, axis=-1, keepdims=True) / (illuminant + 1e-6)
+        return ops.clip(x * gain, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power}
+
+
+def color_corrected(inputs, color_constancy=None):
+    """``inputs`` after a :class:`ColorConstancy` layer of Minkowski power ``color_constancy``
+    (None = no layer). Every zoo builder starts with this, so it is one option for every model."""
+    if color_constancy is None:
+        return inputs
+    return ColorConstancy(color_constancy, name="color_constancy")(inputs)
+
+
 def predictions(x, num_classes: int, name: str = "predictions"):
     """The zoo's output layer: float32 even under a mixed policy (losses and calibration need
     full precision); one sigmoid unit for K == 2, softmax over K otherwise."""

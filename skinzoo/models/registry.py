@@ -23,6 +23,9 @@ _BUILDER_MODULES = ("skinzoo.models.small", "skinzoo.models.resnet", "skinzoo.mo
 _REGISTRY: dict[str, ModelInfo] = {}
 _BUILDERS: dict[str, Callable] = {}
 _LOADED = False
+# How `skinzoo ensemble` averages member probabilities (skinzoo.models.ensemble); defined here,
+# where no TensorFlow is imported, so the CLI can offer the choice without loading it.
+ENSEMBLE_MEANS = ("arithmetic", "geometric")
 
 
 @dataclass(frozen=True)

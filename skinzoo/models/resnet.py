@@ -27,7 +27,7 @@ replaces the 7x7/2 conv + max-pool by one 3x3/1 conv, for 64–128 px inputs on 
 from __future__ import annotations
 
 from skinzoo.errors import ModelError
-from skinzoo.models.layers import ImagePreprocess, image_input, keras
+from skinzoo.models.layers import ImagePreprocess, color_corrected, image_input, keras
 from skinzoo.models.registry import register_model
 from skinzoo.models.transfer import build_head
 
@@ -49,7 +49,7 @@ BN_EPSILON = 1.001e-5  # keras.applications' value; keeps outputs equal after a 
 
 def resnet(num_classes, input_shape, weights=None, *, depth=50, variant="v1", width=1.0,
            stem="imagenet", dense=(256, 128), dropout=0.5, bn_momentum=0.9,
-           zero_init_residual=False, preprocess=None, name=None):
+           zero_init_residual=False, preprocess=None, name=None, color_constancy=None):
     """Build a ResNet (see the module docstring for the layouts).
 
     ``weights``: None, "imagenet" or a local file — v1 depths 50/101/152 only, loaded through
@@ -69,7 +69,7 @@ def resnet(num_classes, input_shape, weights=None, *, depth=50, variant="v1", wi
     }
     mode = preprocess or ("caffe" if keras_layout else "torch")
     inputs = image_input(input_shape)
-    x = ImagePreprocess(mode, name="preprocess")(inputs)
+    x = ImagePreprocess(mode, name="preprocess")(color_corrected(inputs, color_constancy))
     x = resnet_stem(x, _scaled(64, width), deep=variant in ("c", "d"), small=stem == "small",
                     use_bias=keras_layout, momentum=bn_momentum)
     block = bottleneck_block if bottleneck else basic_block
@@ -200,11 +200,11 @@ def basic_block(x, filters, *, stride, name, use_bias, stride_in_1x1, avg_down, 
 def _register(name, depth, variant="v1", *, pretrained=False, size=224, batch, lr, desc, **extra):
     def build(num_classes, input_shape, weights=None, *, width=1.0, stem="imagenet",
               dense=(256, 128), dropout=0.5, bn_momentum=0.9, zero_init_residual=False,
-              preprocess=None):
+              preprocess=None, color_constancy=None):
         return resnet(num_classes, input_shape, weights, depth=depth, variant=variant,
                       width=width, stem=stem, dense=dense, dropout=dropout,
                       bn_momentum=bn_momentum, zero_init_residual=zero_init_residual,
-                      preprocess=preprocess, name=name)
+                      preprocess=preprocess, name=name, color_constancy=color_constancy)
 
     build.__name__ = name
     build.__doc__ = f"{desc} (see skinzoo.models.resnet for the layout)."

@@ -6,7 +6,7 @@ number of classes, and end in the zoo's ``predictions`` layer.
 
 from __future__ import annotations
 
-from skinzoo.models.layers import ImagePreprocess, image_input, keras, predictions
+from skinzoo.models.layers import ImagePreprocess, color_corrected, image_input, keras, predictions
 from skinzoo.models.registry import register_model
 
 layers = keras.layers
@@ -17,7 +17,7 @@ layers = keras.layers
     description="Compact residual net (BN, 3 stages, ~0.7M params); the CPU default.",
 )
 def compact_resnet(num_classes, input_shape, weights=None, *, width=32, blocks=(2, 2, 2),
-                   dropout=0.2, stem_stride=1):
+                   dropout=0.2, stem_stride=1, color_constancy=None):
     """A narrow pre-activation-free ResNet for 64–128 px inputs on a CPU.
 
     Stem: 3x3 conv (``stem_stride``) + BN + ReLU. Then ``len(blocks)`` stages of basic residual
@@ -27,7 +27,7 @@ def compact_resnet(num_classes, input_shape, weights=None, *, width=32, blocks=(
     learning rate from the first epoch. Global average pooling (``embedding``), dropout, output.
     """
     inputs = image_input(input_shape)
-    x = ImagePreprocess("unit", name="preprocess")(inputs)
+    x = ImagePreprocess("unit", name="preprocess")(color_corrected(inputs, color_constancy))
     x = layers.Conv2D(width, 3, strides=stem_stride, padding="same", use_bias=False,
                       name="stem_conv")(x)
     x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
@@ -65,14 +65,14 @@ def _basic_block(x, filters, stride, name):
     description="The common notebook baseline: conv 32/64/128 + dense 256 + dropout.",
 )
 def custom_cnn(num_classes, input_shape, weights=None, *, filters=(32, 64, 128), dense=256,
-               dropout=0.5):
+               dropout=0.5, color_constancy=None):
     """Conv(3x3, ReLU) + 2x2 max-pool per entry of ``filters``, flatten, dense, dropout, output.
 
     Flatten (not pooling) as in the Kaggle HAM10000 notebooks, so parameters grow with the input
     size (2.2M at 64 px).
     """
     inputs = image_input(input_shape)
-    x = _conv_pool_flatten(inputs, filters, kernel=3)
+    x = _conv_pool_flatten(color_corrected(inputs, color_constancy), filters, kernel=3)
     x = layers.Dense(dense, activation="relu", name="fc1")(x)
     if dropout:
         x = layers.Dropout(dropout, name="fc1_dropout")(x)
@@ -93,10 +93,11 @@ def _conv_pool_flatten(inputs, filters, kernel: int):
     "simple_cnn", family="cnn", default_size=64, default_batch=32, default_lr=1e-3,
     description="SimpleCNN: 2 conv + 3 fully connected layers.",
 )
-def simple_cnn(num_classes, input_shape, weights=None, *, filters=(32, 64), dense=(128, 64)):
+def simple_cnn(num_classes, input_shape, weights=None, *, filters=(32, 64), dense=(128, 64),
+               color_constancy=None):
     """Two conv(5x5, ReLU) + max-pool layers, flatten, two dense layers, output (3 FC in all)."""
     inputs = image_input(input_shape)
-    x = _conv_pool_flatten(inputs, filters, kernel=5)
+    x = _conv_pool_flatten(color_corrected(inputs, color_constancy), filters, kernel=5)
     for i, n in enumerate(dense, start=1):
         x = layers.Dense(n, activation="relu", name=f"fc{i}")(x)
     return keras.Model(inputs, predictions(x, num_classes), name="simple_cnn")
@@ -107,7 +108,7 @@ def simple_cnn(num_classes, input_shape, weights=None, *, filters=(32, 64), dens
     description="AlexNet (Krizhevsky 2012): 5 conv + 3 FC with dropout, 227 px.",
 )
 def alexnet(num_classes, input_shape, weights=None, *, fc=(4096, 4096), dropout=0.5,
-            batch_norm=True):
+            batch_norm=True, color_constancy=None):
     """AlexNet, single-tower: conv 96(11x11/4) → pool → 256(5x5) → pool → 384 → 384 → 256 → pool
     → FC 4096 → FC 4096 → output, dropout before each hidden FC.
 
@@ -115,7 +116,7 @@ def alexnet(num_classes, input_shape, weights=None, *, fc=(4096, 4096), dropout=
     inputs below 67 px shrink to nothing and raise ModelError.
     """
     inputs = image_input(input_shape)
-    x = ImagePreprocess("unit", name="preprocess")(inputs)
+    x = ImagePreprocess("unit", name="preprocess")(color_corrected(inputs, color_constancy))
     specs = [(96, 11, 4, True), (256, 5, 1, True), (384, 3, 1, False), (384, 3, 1, False),
              (256, 3, 1, True)]
     for i, (n, k, s, pool) in enumerate(specs, start=1):

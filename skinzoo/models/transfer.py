@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 
 from skinzoo.errors import ModelError
-from skinzoo.models.layers import ImagePreprocess, image_input, keras, predictions
+from skinzoo.models.layers import ImagePreprocess, color_corrected, image_input, keras, predictions
 from skinzoo.models.registry import register_model
 
 layers = keras.layers
@@ -83,13 +83,18 @@ def copy_head_weights(head, full_model) -> list[str]:
     return copied
 
 
-def feature_extractor(model):
-    """input → ``embedding``: the pooled features (for embeddings, t-SNE, head-only training)."""
+def embedding_layer(model):
+    """The model's pooled ``embedding`` layer; a ModelError for models without one."""
     try:
-        embedding = model.get_layer(EMBEDDING)
+        return model.get_layer(EMBEDDING)
     except ValueError:
         raise ModelError(f"model {model.name!r} has no {EMBEDDING!r} layer",
                          "feature extraction needs a zoo model with a pooled embedding layer.") from None
+
+
+def feature_extractor(model):
+    """input → ``embedding``: the pooled features (for embeddings, t-SNE, head-only training)."""
+    embedding = embedding_layer(model)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(inputs, embedding.output, name=f"{model.name}_features")
 
@@ -184,11 +189,12 @@ def _check_head_options(dense, dropout):
     pretrained=True,
     description="ResNet50V2 (keras.applications, pre-activation), inputs scaled to [-1, 1].",
 )
-def resnet50v2(num_classes, input_shape, weights=None, *, dense=(256, 128), dropout=0.5):
+def resnet50v2(num_classes, input_shape, weights=None, *, dense=(256, 128), dropout=0.5,
+               color_constancy=None):
     """keras.applications.ResNet50V2 backbone (last conv output: ``post_relu``) + the head."""
     _check_head_options(dense, dropout)
     inputs = image_input(input_shape)
-    x = ImagePreprocess("symmetric", name="preprocess")(inputs)
+    x = ImagePreprocess("symmetric", name="preprocess")(color_corrected(inputs, color_constancy))
     backbone = _keras_backbone("ResNet50V2", x, weights)
     outputs = build_head(backbone.output, num_classes, dense, dropout)
     return keras.Model(inputs, outputs, name="resnet50v2")
@@ -199,7 +205,8 @@ def resnet50v2(num_classes, input_shape, weights=None, *, dense=(256, 128), drop
     pretrained=True,
     description="EfficientNetB0 (keras.applications); rescales raw pixels internally.",
 )
-def efficientnetb0(num_classes, input_shape, weights=None, *, dense=(256, 128), dropout=0.5):
+def efficientnetb0(num_classes, input_shape, weights=None, *, dense=(256, 128), dropout=0.5,
+                   color_constancy=None):
     """keras.applications.EfficientNetB0 backbone (last conv output: ``top_activation``) + head.
 
     The raw input goes straight in: the backbone starts with Rescaling(1/255) and an ImageNet
@@ -209,7 +216,7 @@ def efficientnetb0(num_classes, input_shape, weights=None, *, dense=(256, 128), 
     """
     _check_head_options(dense, dropout)
     inputs = image_input(input_shape)
-    backbone = _keras_backbone("EfficientNetB0", inputs, weights)
+    backbone = _keras_backbone("EfficientNetB0", color_corrected(inputs, color_constancy), weights)
     if weights not in (None, "imagenet"):
         _fold_efficientnet_std(backbone)
     outputs = build_head(backbone.output, num_classes, dense, dropout)

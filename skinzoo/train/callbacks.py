@@ -16,6 +16,7 @@ import logging
 import math
 import signal
 import threading
+import time
 from pathlib import Path
 
 import keras
@@ -25,6 +26,12 @@ import pandas as pd
 from skinzoo.fileio import atomic_path, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
+
+
+def _no_swap():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _aborted(model) -> bool:
@@ -84,9 +91,11 @@ def check_resume_files(run) -> None:
 class HistoryLogger(keras.callbacks.Callback):
     """history.csv, one row per finished epoch, rewritten atomically each epoch."""
 
-    def __init__(self, path, initial_epoch: int = 0, offset: int = 0, stage: str | None = None):
+    def __init__(self, path, initial_epoch: int = 0, offset: int = 0, stage: str | None = None,
+                 write: bool = True):
         super().__init__()
         self.path = Path(path)
+        self.write = write  # False on non-chief workers: the chief alone writes the run directory
         self.initial_epoch = initial_epoch
         self.offset = offset  # epochs of earlier stages, so a two-stage history counts on
         self.stage = stage
@@ -99,6 +108,9 @@ class HistoryLogger(keras.callbacks.Callback):
             keep = old["epoch"] < self.offset + self.initial_epoch if "epoch" in old else old.index < 0
             self.rows = old[keep].to_dict("records")
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         if _aborted(self.model):
             return
@@ -106,9 +118,12 @@ class HistoryLogger(keras.callbacks.Callback):
         if self.stage:
             row["stage"] = self.stage
         row["lr"] = _current_lr(self.model)
+        # wall seconds of the epoch incl. validation: time-to-accuracy figures read this column
+        row["seconds"] = round(time.perf_counter() - getattr(self, "_epoch_started", time.perf_counter()), 2)
         row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
-        write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False))
+        if self.write:
+            write_text_atomic(self.path, pd.DataFrame(self.rows).to_csv(index=False))
 
 
 def _current_lr(model) -> float:
@@ -143,8 +158,14 @@ class BestCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, model_path, state_path, monitor, mode="max", patience=0,
-                 restore_best=True, write=True):
+                 restore_best=True, write=True, window: int = 1, averaged=None):
         super().__init__()
+        # window > 1: compare the mean of the last ``window`` values, so one lucky epoch in a
+        # noisy validation curve is not taken for the best (the weights saved are the window's
+        # last epoch's). ``averaged``: a WeightAverage whose weights are the ones to save.
+        self.window = int(window)
+        self.averaged = averaged
+        self.recent: list[float] = []
         self.model_path = Path(model_path)
         self.state_path = Path(state_path)
         self.monitor = monitor
@@ -166,6 +187,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.state_path.exists():
             state = json.loads(self.state_path.read_text())
             self.best, self.best_epoch, self.wait = state.get("best"), state.get("best_epoch"), state.get("wait", 0)
+            self.recent = list(state.get("recent", []))
 
     def on_epoch_end(self, epoch, logs=None):
         if _aborted(self.model):
@@ -176,12 +198,14 @@ class BestCheckpoint(keras.callbacks.Callback):
 
             raise UsageError(f"--monitor {self.monitor} is not a logged metric",
                              f"choose one of: {', '.join(sorted(logs))}")
-        value = float(logs[self.monitor])
+        self.recent = (self.recent + [float(logs[self.monitor])])[-self.window:]
+        value = float(np.mean(self.recent))
         if math.isfinite(value) and self._better(value):
-            if self.write:
-                save_model_atomic(self.model, self.model_path)
+            with self.averaged.in_model() if self.averaged is not None else _no_swap():
+                if self.write:
+                    save_model_atomic(self.model, self.model_path)
+                self._best_weights = self.model.get_weights() if self.restore_best else None
             self.best, self.best_epoch, self.wait = value, epoch, 0
-            self._best_weights = self.model.get_weights() if self.restore_best else None
         else:
             self.wait += 1
             if self.patience and self.wait >= self.patience:
@@ -191,6 +215,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.write:
             write_json_atomic(self.state_path, {"best": self.best, "best_epoch": self.best_epoch,
                                                 "wait": self.wait, "monitor": self.monitor,
+                                                "recent": self.recent,
                                                 "epochs_done": epoch + 1})
 
     def on_train_end(self, logs=None):
@@ -202,14 +227,102 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.model.load_weights(self.model_path)  # resumed run: best epoch was before the crash
 
 
+class WeightAverage(keras.callbacks.Callback):
+    """Exponential moving average of every model weight, BatchNorm statistics included.
+
+    After each training step ``avg = d * avg + (1 - d) * w`` with the decay warmed up as
+    ``d = min(decay, (1 + step) / (10 + step))`` (so early epochs are not dominated by the random
+    initial weights). Validation runs on the averaged weights (swapped in around ``evaluate``),
+    :class:`BestCheckpoint` saves them (:meth:`in_model`), and at the end of training they stay in
+    the model, so ``best.keras`` and the final metrics are the averaged model's.
+
+    Why not ``optimizer(use_ema=True)``: Keras averages only trainable variables, so the BatchNorm
+    moving statistics would belong to the raw weights, and swapping them in needs private
+    optimizer attributes. On resume the average restarts from the restored weights.
+    """
+
+    def __init__(self, decay: float = 0.999):
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.shadow = None
+        self._saved = None
+        self._step = None
+        self._update = None
+
+    def on_train_begin(self, logs=None):
+        from skinzoo.runtime import tf
+
+        tf = tf()
+        # floating weights only (never integer RNG states); BN moving statistics are included
+        weights = [w for w in self.model.weights if "float" in str(w.dtype)]
+        self._weights = weights
+        self.shadow = [tf.Variable(w, trainable=False) for w in weights]
+        self._saved = [tf.Variable(w, trainable=False) for w in weights]
+        self._step = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        decay = self.decay
+
+        @tf.function
+        def update():  # one graph call per step, not one eager op per variable
+            self._step.assign_add(1.0)
+            d = tf.minimum(decay, (1.0 + self._step) / (10.0 + self._step))
+            for avg, w in zip(self.shadow, weights, strict=True):
+                value = tf.cast(w, avg.dtype)
+                avg.assign(d * avg + (1.0 - d) * value)
+
+        self._update = update
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def _swap_in(self):
+        for saved, avg, w in zip(self._saved, self.shadow, self._weights, strict=True):
+            saved.assign(w)
+            w.assign(avg)
+
+    def _swap_out(self):
+        for saved, w in zip(self._saved, self._weights, strict=True):
+            w.assign(saved)
+
+    def on_test_begin(self, logs=None):
+        if self.shadow is not None:
+            self._swap_in()
+
+    def on_test_end(self, logs=None):
+        if self.shadow is not None:
+            self._swap_out()
+
+    def in_model(self):
+        """Context manager: the averaged weights in the model for the ``with`` block."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def swapped():
+            self._swap_in()
+            try:
+                yield
+            finally:
+                self._swap_out()
+
+        return swapped()
+
+    def on_train_end(self, logs=None):
+        if self.shadow is not None:
+            for avg, w in zip(self.shadow, self._weights, strict=True):
+                w.assign(avg)  # the model leaves fit() as the averaged model
+
+
 class SafeBackup(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore that keeps two generations and never backs up an aborted epoch."""
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, write: bool = True):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
+        # Every worker restores from the (shared) backup; only the chief writes it.
+        self.write = write
 
     def on_epoch_end(self, epoch, logs=None):
-        if not _aborted(self.model):
+        if self.write and not _aborted(self.model):
             super().on_epoch_end(epoch, logs)
 
 

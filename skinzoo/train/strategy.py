@@ -1,13 +1,15 @@
 """Device and distribution strategy selection: CPU, MirroredStrategy over GPUs, multi-worker.
 
-``--gpus N|all|0`` picks the GPUs of this machine; ``TF_CONFIG`` (or ``--worker-hosts`` with
-``--worker-index``, which writes it) switches to MultiWorkerMirroredStrategy across machines with
-TensorFlow's own collective ops. ``cpu_replicas`` splits the CPU into logical devices and mirrors
+``--gpus N|all|0`` picks the GPUs of this machine; a cluster (``--cluster``: SLURM, Kubernetes or
+``TF_CONFIG``, which ``--worker-hosts`` with ``--worker-index`` writes; detected by default, see
+:mod:`skinzoo.train.cluster`) switches to MultiWorkerMirroredStrategy across machines with
+TensorFlow's own cluster resolvers and collective ops. ``cpu_replicas`` splits the CPU into logical devices and mirrors
 over them: the way the multi-device code path is tested on a machine without GPUs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +17,14 @@ from dataclasses import dataclass
 
 from skinzoo.errors import ResourceError, UsageError
 from skinzoo.runtime import tf
+from skinzoo.train.cluster import (
+    DEFAULT_PORT,
+    Cluster,
+    chief_of,
+    detect_cluster,
+    make_resolver,
+    task_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +37,13 @@ class StrategyChoice:
     replicas: int
     is_chief: bool = True
     worker_index: int = 0
+    cluster: Cluster | None = None
 
     def describe(self) -> str:
         if self.kind == "multi-worker":
             return (f"MultiWorkerMirroredStrategy, {self.replicas} replicas "
-                    f"(this is worker {self.worker_index}{', chief' if self.is_chief else ''})")
+                    f"(this is worker {self.worker_index}{', chief' if self.is_chief else ''} "
+                    f"at {self.devices[0]}; cluster: {self.cluster.describe()})")
         if self.kind == "mirrored":
             return f"MirroredStrategy over {self.replicas} devices: {', '.join(self.devices)}"
         if self.kind == "gpu":
@@ -55,18 +67,6 @@ def write_tf_config(worker_hosts: str, worker_index: int) -> dict:
     return config
 
 
-def tf_config() -> dict | None:
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return None
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError:
-        raise UsageError("TF_CONFIG is not valid JSON", "unset it, or use --worker-hosts/--worker-index") from None
-    workers = config.get("cluster", {}).get("worker", [])
-    return config if len(workers) > 1 else None
-
-
 def parse_gpus(value: str | int | None) -> int | None:
     """``all``/None → None (every GPU there is); otherwise a non-negative count."""
     if value is None or str(value).lower() == "all":
@@ -81,15 +81,22 @@ def parse_gpus(value: str | int | None) -> int | None:
 
 
 def select_strategy(gpus="all", cpu_replicas: int = 0, worker_hosts: str | None = None,
-                    worker_index: int | None = None) -> StrategyChoice:
+                    worker_index: int | None = None, cluster: str = "auto",
+                    cluster_port: int = DEFAULT_PORT) -> StrategyChoice:
     """Choose the strategy. Must run before TensorFlow executes its first op (logical devices)."""
     if worker_hosts:
+        if cluster not in ("auto", "tf-config"):
+            raise UsageError(f"--worker-hosts and --cluster {cluster} contradict each other",
+                             "--worker-hosts is TF_CONFIG: drop one of them")
         write_tf_config(worker_hosts, worker_index if worker_index is not None else 0)
+    found = detect_cluster(cluster)
     t = tf()
-    cluster = tf_config()
-    if cluster:
-        return _multi_worker(t, cluster)
+    if found.kind != "none":
+        return _multi_worker(t, found, cluster_port)
+    return dataclasses.replace(_one_machine(t, gpus, cpu_replicas), cluster=found)
 
+
+def _one_machine(t, gpus, cpu_replicas: int) -> StrategyChoice:
     if cpu_replicas and cpu_replicas > 1:
         return _mirrored_cpu(t, cpu_replicas)
 
@@ -134,13 +141,15 @@ def _mirrored_cpu(t, replicas: int) -> StrategyChoice:
     return StrategyChoice(t.distribute.MirroredStrategy(devices=devices), "mirrored", devices, replicas)
 
 
-def _multi_worker(t, cluster: dict) -> StrategyChoice:
-    index = int(cluster.get("task", {}).get("index", 0))
+def _multi_worker(t, cluster: Cluster, port: int) -> StrategyChoice:
+    resolver = make_resolver(t, cluster, port)
     options = t.distribute.experimental.CommunicationOptions(
         implementation=t.distribute.experimental.CommunicationImplementation.RING)
-    strategy = t.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    return StrategyChoice(strategy, "multi-worker", [cluster["cluster"]["worker"][index]],
-                          strategy.num_replicas_in_sync, is_chief=index == 0, worker_index=index)
+    strategy = t.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                        communication_options=options)
+    return StrategyChoice(strategy, "multi-worker", [task_address(resolver)],
+                          strategy.num_replicas_in_sync, is_chief=chief_of(resolver),
+                          worker_index=int(resolver.task_id), cluster=cluster)
 
 
 def precision_policy(precision: str, choice: StrategyChoice) -> str:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skinzoo.progress import track
+
 log = logging.getLogger(__name__)
 EMBEDDING_CACHE_VERSION = 1
 
@@ -59,7 +61,8 @@ def compute_embeddings(extractor, paths, img_size, batch_size, resize="crop", ha
             return np.load(cache_file, allow_pickle=False)
     chunks = []
     chunk = 512  # bounded memory: decode, embed and drop images chunk by chunk
-    for start in range(0, len(paths), chunk):
+    for start in track(range(0, len(paths), chunk), f"embedding view {view}" if view else "embedding",
+                       total=len(paths), step=chunk):
         images = load_images(paths[start:start + chunk], img_size, resize=resize, hair_removal=hair_removal)
         n = len(images)
         # Pad to whole batches: a partial last batch would make predict trace the graph again.
@@ -85,6 +88,7 @@ def compute_embeddings(extractor, paths, img_size, batch_size, resize="crop", ha
 def train_head(p, echo=print):
     """Stage 1 for a run (``Prepared`` from skinzoo.train.fit): returns the assembled full model."""
     from skinzoo.data import balance
+    from skinzoo.models.fusion import head_with_metadata, image_feature_extractor
     from skinzoo.models.transfer import (
         copy_head_weights,
         feature_extractor,
@@ -109,7 +113,7 @@ def train_head(p, echo=print):
         full = build_for_training(p, k)
         require_shared_head(full, p)
         freeze_backbone(full)
-    extractor = feature_extractor(full)
+    extractor = feature_extractor(full) if p.metadata is None else image_feature_extractor(full)
     for line in summary_lines(p, full):
         echo(line)
     cache_dir = Path(c.out) / ".cache" / "embeddings"
@@ -139,7 +143,9 @@ def train_head(p, echo=print):
     from skinzoo.data.pipeline import encode_targets
 
     with p.strategy.strategy.scope():
-        head = head_model(x_train.shape[1], k, **head_options(c))
+        head = head_model(x_train.shape[1], k, **head_options(c)) if p.metadata is None else \
+            head_with_metadata(x_train.shape[1], p.metadata, k, meta_dropout=c.metadata_dropout,
+                               **head_options(c))
         steps = max(1, len(x_train) // p.global_batch)
         schedule = make_schedule(c.schedule, p.lr, steps, c.epochs, c.warmup_epochs)
         head.compile(optimizer=make_optimizer(c, schedule), loss=make_loss(k, c.label_smoothing),
@@ -147,14 +153,21 @@ def train_head(p, echo=print):
     best = cb.BestCheckpoint(p.run.path / ".head_best.keras", p.run.path / ".head_state.json",
                              c.monitor, mode=monitor_mode(c.monitor), patience=c.early_stopping,
                              write=False)
+    from skinzoo.train.progress import TrainProgress
+
     callbacks = [cb.NaNGuard(), cb.HistoryLogger(p.run.history, stage="head"), best,
+                 TrainProgress(c.epochs, p.global_batch, 0, echo, stage="head", enabled=p.strategy.is_chief),
                  cb.EpochPrinter(c.epochs, 0, echo)]
     fit_args = (x_train, encode_targets(y_train, k))
     rng = np.random.default_rng(c.seed)
     order = rng.permutation(len(x_train))  # seeded order; Keras reshuffles from it each epoch
-    head.fit(fit_args[0][order], fit_args[1][order],
+    x_fit, x_valid = fit_args[0][order], x_val
+    if p.metadata is not None:  # the head's second input: each image's metadata (views tiled)
+        x_fit = [x_fit, np.tile(p.metadata_of("train"), (c.embed_views, 1))[order]]
+        x_valid = [x_val, p.metadata_of("val")]
+    head.fit(x_fit, fit_args[1][order],
              sample_weight=None if weights is None else weights[order],
-             validation_data=(x_val, encode_targets(val_labels, k)), epochs=c.epochs,
+             validation_data=(x_valid, encode_targets(val_labels, k)), epochs=c.epochs,
              batch_size=p.global_batch, callbacks=callbacks, verbose=0, shuffle=True)
     from skinzoo.train.fit import raise_if_aborted
 

@@ -59,12 +59,17 @@ def test_duplicates_are_reported_and_grouped(synth_copy):
     report = check_dataset(ds)
     dups = [p for p in report.problems if p.kind == "duplicate_image"]
     assert len(dups) == 1 and "2 byte-identical files" in dups[0].message
-    assert "one group" in dups[0].message and dups[0].action == "kept"
-    assert report.summary["duplicate_sets"] == 1
+    # Same label: one copy kept, the other left out, their lesions joined into one group.
+    assert "joined into one" in dups[0].message and dups[0].action == "skipped"
+    assert f"{a} kept, {b} left out" in dups[0].message
+    assert report.summary["duplicate_sets"] == 1 and report.summary["left_out_copies"] == 1
     clean, _ = validate_for_training(ds)
+    ids = set(clean.table["image_id"])
+    assert a in ids and b not in ids and len(clean) == len(ds) - 1
+    lesion_b = meta.set_index("image_id").at[b, "lesion_id"]
+    others_of_b = set(meta.loc[(meta.lesion_id == lesion_b) & (meta.image_id != b), "image_id"])
     groups = clean.table.set_index("image_id")["group"]
-    assert groups[a] == groups[b]
-    assert clean.table["group"].nunique() == ds.table["group"].nunique() - 1
+    assert all(groups[i] == groups[a] for i in others_of_b)
 
 
 def test_class_with_too_few_groups_blocks(tmp_path):

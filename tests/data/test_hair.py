@@ -66,3 +66,22 @@ def test_precompute_writes_cleaned_copies_and_pipeline_uses_hair_removal(tmp_pat
     assert np.array_equal(clean, remove_hair(img))
     piped = load_images([str(src)], 96, "squash", hair_removal=True)[0]
     assert np.array_equal(piped, remove_hair(img).astype(np.float32))
+
+
+def test_dots_and_globules_inside_a_lesion_are_not_hair():
+    """Blob-shaped dark structures (dots, globules) are diagnostic texture: never in-painted."""
+    import cv2
+
+    from skinzoo.data.hair import hair_mask, remove_hair
+
+    img, hairs, lesion = _skin_with_hairs_and_lesion()
+    dots = np.zeros(img.shape[:2], np.uint8)
+    for cx, cy in [(44, 44), (52, 46), (47, 53), (40, 50), (55, 54)]:
+        cv2.circle(dots, (cx, cy), 1, 1, -1)
+    dots = dots.astype(bool)
+    img[dots] = (30, 20, 15)
+    mask = hair_mask(img)
+    assert mask[dots].mean() < 0.1  # the dots are not in the mask
+    assert mask[hairs].mean() > 0.9  # the hairs still are
+    out = remove_hair(img)
+    assert out[dots].mean() < 60  # the dots are still dark after hair removal

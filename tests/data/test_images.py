@@ -93,7 +93,7 @@ def test_small_but_usable_side(tmp_path):
 
 
 def test_folder_and_nonascii_paths(tmp_path):
-    assert inspect_image(write_folder_named_like_image(tmp_path)).problem == "unreadable"
+    assert inspect_image(write_folder_named_like_image(tmp_path)).problem == "not_regular"
     path = write_nonascii_name(tmp_path / "dossier avec espaces")
     assert inspect_image(path).ok
     assert read_image_rgb(path).shape == (32, 32, 3)

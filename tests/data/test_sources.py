@@ -104,7 +104,7 @@ def test_isic2019_one_hot_and_metadata(tmp_path):
     assert t.at["ISIC_0000001", "group"] == "ISIC_0000001"  # no lesion id: its own group
     assert np.isnan(t.at["ISIC_0000001", "age"]) and t.at["ISIC_0000000", "age"] == 55
     assert t.at["ISIC_0000002", "site"] == "unknown"
-    assert sorted(kinds(ds)) == ["bad_onehot", "bad_onehot", "unk_label"]
+    assert sorted(kinds(ds)) == ["bad_onehot", "bad_onehot", "missing_group", "unk_label"]
 
 
 def test_isic_challenge_metadata_train(tmp_path):

@@ -86,9 +86,14 @@ def test_gradcam_writes_overlay_and_heatmap(multiclass_run, synth_dir, tmp_path)
 
     for p in imgs:
         stem = p.rsplit("/", 1)[1][:-4]
-        assert Image.open(out / f"{stem}_gradcam.png").size == (256, 256)  # model view, enlarged
-        heat = np.load(out / f"{stem}_heatmap.npy")
+        assert Image.open(out / f"{stem}_gradcampp.png").size == (256, 256)  # model view, enlarged
+        heat = np.load(out / f"{stem}_gradcampp_heatmap.npy")
         assert heat.ndim == 2 and (heat >= 0).all()
+    # plain Grad-CAM into the same folder keeps its own names: neither overwrites the other
+    result = _run(["gradcam", imgs[0], "--model", str(multiclass_run), "--out", str(out), "--class", "mel"])
+    stem = imgs[0].rsplit("/", 1)[1][:-4]
+    assert result.exit_code == 0 and (out / f"{stem}_gradcam.png").is_file()
+    assert not np.array_equal(np.load(out / f"{stem}_heatmap.npy"), np.load(out / f"{stem}_gradcampp_heatmap.npy"))
     result = _run(["gradcam", imgs[0], "--model", str(multiclass_run), "--class", "nope"])
     assert result.exit_code == 2 and "not one of the model's classes" in result.output
 

@@ -30,7 +30,8 @@ KIND_WORDS = {
     "zero_byte": "empty file", "truncated": "truncated", "not_image": "is not an image",
     "too_small": "1x1 pixels", "too_large": "megapixels", "symlink_loop": "symlink loop",
     "missing": "broken symlink", "unsupported": ("pipeline cannot decode", "decodes as gray"),
-    "unreadable": "permission denied",
+    "unreadable": "permission denied", "not_regular": "not a regular file",
+    "extreme_aspect": "more than 10:1",
 }
 
 

@@ -47,8 +47,8 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[:1000])
 
 
+# With one backup generation only (Ctrl-C after epoch 1), a damaged backup cannot fall back.
 DAMAGE = {
-    "state.json": lambda p: p.write_text("{"),
     "backup/training_metadata.json": lambda p: p.write_text("{"),
     "backup/latest.weights.h5": _truncate,
     "best.keras": _truncate,
@@ -65,3 +65,14 @@ def test_resume_with_a_damaged_file_names_it(skinzoo, interrupted_run, tmp_path,
     (line,) = error_lines(result.output)
     assert name.split("/")[-1] in line, line
     assert "  hint: " in result.output
+    # Never advise deleting state that is still good (the backup, best.keras, history).
+    assert "delete" not in result.output.split("  hint: ")[1].lower()
+
+
+def test_resume_rebuilds_a_damaged_state_json_from_the_history(skinzoo, interrupted_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(interrupted_run, run)
+    (run / "state.json").write_text("{")
+    result = skinzoo("train", "--resume", run)
+    assert result.exit_code == 0, result.output
+    assert "state.json was damaged; rebuilt from history.csv" in result.output

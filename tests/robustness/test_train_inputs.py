@@ -363,18 +363,21 @@ def test_a_job_that_fails_before_its_first_epoch_leaves_no_run(skinzoo, tmp_path
     assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
 
 
-def test_memory_cache_refuses_what_would_not_fit(skinzoo, tmp_path, synth_dir):
-    """`--cache memory` at an absurd size: the decoded-image cache is estimated first."""
+def test_memory_cache_refuses_what_would_not_fit(tmp_path, synth_dir):
+    """`--cache memory` for more decoded images than memory holds: estimated before loading.
+    (``--img-size`` is capped at 2048 px, so the set is made large by listing files many times.)"""
+    from skinzoo.data.pipeline import make_dataset
+    from skinzoo.errors import ResourceError
+
     try:
         with open("/proc/meminfo") as fh:
             avail = next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("MemAvailable"))
     except (OSError, StopIteration):
         pytest.skip("no /proc/meminfo")
-    n_cached = 140 * 0.7  # at least the training images are cached
-    side = int((avail / (n_cached * 3)) ** 0.5) + 1  # uint8 cache > all available memory
-    result = skinzoo("train", "--data", synth_dir, "--cache", "memory", "--img-size", side,
-                     "--model", "simple_cnn", "--epochs", "1", "--batch-size", "8",
-                     "--no-tensorboard", "--out", tmp_path / "runs")
-    assert result.exit_code == 6, result.output
-    (line,) = error_lines(result.output)
-    assert f"of {side}x{side} in memory needs ~" in line and "GB is available" in line
+    side = 2048
+    n = int(avail / (side * side * 3)) + 1  # uint8 cache > all available memory
+    path = str(next((synth_dir / "images").glob("*.jpg")))
+    with pytest.raises(ResourceError) as err:
+        make_dataset([path] * n, [0] * n, 2, side, 8, training=False, cache="memory")
+    assert f"of {side}x{side} in memory needs ~" in err.value.message
+    assert "GB is available" in err.value.message

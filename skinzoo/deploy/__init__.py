@@ -1,0 +1,1 @@
+"""Deployable models: exports (SavedModel, TFLite, ONNX), their verification, model cards."""
