@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from skinzoo.data.metadata import METADATA_VALUES_FILE
 from skinzoo.deploy.runtime import (
     BYTES_INPUT,
     BYTES_SIGNATURE,
@@ -45,8 +44,8 @@ from skinzoo.deploy.runtime import (
     import_optional,
     info_path,
 )
+from skinzoo.deploy.verify import meta_values, verify_export
 from skinzoo.errors import DataError, ModelError, UsageError
-from skinzoo.evaluate.meta_inputs import chunk_inputs, rows_by_path
 from skinzoo.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -327,29 +326,6 @@ def calibration_image_paths(loaded, given=None, count: int = DEFAULT_CALIBRATION
     return _sample(train, count, seed), f"training split of {loaded.run.path.name}"
 
 
-def meta_values_for_check(meta_specs, n: int, seed: int) -> dict[str, np.ndarray]:
-    """Values for extra inputs whose meaning is unknown, during checks and calibration: seeded
-    uniform [0, 1), the range of skinzoo's metadata encoding (scaled numbers, one-hot categories,
-    missing flags), so the metadata path of the graph is exercised rather than fed zeros."""
-    rng = np.random.default_rng(seed)
-    return {s.name: rng.random((n, *s.shape), dtype=np.float32) for s in meta_specs}
-
-
-def meta_values(loaded, inputs: ExportInputs, paths, seed: int) -> tuple[dict[str, np.ndarray], str | None]:
-    """``(values of the extra inputs for these images, where they came from)``: each image's own
-    encoded metadata from the run's metadata.csv where the run has it (so int8 calibration sees
-    real value ranges), seeded uniform values for any other input."""
-    if not inputs.meta:
-        return {}, None
-    values = meta_values_for_check(inputs.meta, len(paths), seed)
-    if loaded.metadata and loaded.run is not None and (loaded.run.path / METADATA_VALUES_FILE).exists():
-        rows = rows_by_path(loaded.metadata, paths, run=loaded.run)
-        values.update(chunk_inputs(None, rows, loaded.metadata, paths))
-        return values, f"each image's own values from {METADATA_VALUES_FILE}" + (
-            "; seeded uniform [0, 1) for the other inputs" if set(values) - set(rows) else "")
-    return values, "seeded uniform [0, 1) values"
-
-
 # --- the whole export -----------------------------------------------------------------------
 
 
@@ -392,7 +368,6 @@ def export_model(loaded, fmt: str, out=None, precision: str = "float32", check_i
                  hair_removal: bool = False) -> ExportResult:
     """Export ``loaded`` (a :class:`~skinzoo.evaluate.predict.LoadedModel` of a Keras model),
     verify the written file against the Keras model, and only then move it to ``out``."""
-    from skinzoo.deploy.verify import verify_export
     from skinzoo.evaluate.predict import load_images_tolerant
     from skinzoo.runtime import tf
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from skinzoo.data.metadata import MetadataEncoding
 from skinzoo.errors import ModelError, UsageError
-from skinzoo.evaluate.predict import LoadedModel
+from skinzoo.evaluate.loaded import LoadedModel
 from skinzoo.fileio import read_json
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def _inputs_from_runner(runner, fmt: str, path) -> dict:
 
 
 def load_export(path, classes=None) -> LoadedModel:
-    """An export as a :class:`skinzoo.evaluate.predict.LoadedModel` (for predict / evaluate)."""
+    """An export as a :class:`skinzoo.evaluate.loaded.LoadedModel` (for predict / evaluate)."""
     path = Path(path)
     info = read_export_info(path)
     exported = open_export(path, info)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from skinzoo.data.metadata import METADATA_VALUES_FILE
 from skinzoo.errors import DataError
+from skinzoo.evaluate.meta_inputs import chunk_inputs, rows_by_path
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,30 @@ def compare(reference, candidate, tolerance: Tolerance) -> dict:
             "summary": f"max |dp| {diff:.2e}, top-1 agreement {agree:.3f}"}
 
 
+def meta_values_for_check(meta_specs, n: int, seed: int) -> dict[str, np.ndarray]:
+    """Values for extra inputs whose meaning is unknown, during checks and calibration: seeded
+    uniform [0, 1), the range of skinzoo's metadata encoding (scaled numbers, one-hot categories,
+    missing flags), so the metadata path of the graph is exercised rather than fed zeros."""
+    rng = np.random.default_rng(seed)
+    return {s.name: rng.random((n, *s.shape), dtype=np.float32) for s in meta_specs}
+
+
+def meta_values(loaded, inputs, paths, seed: int) -> tuple[dict[str, np.ndarray], str | None]:
+    """``(values of the extra inputs for these images, where they came from)``: each image's own
+    encoded metadata from the run's metadata.csv where the run has it (so int8 calibration sees
+    real value ranges), seeded uniform values for any other input. ``inputs``: the export's
+    ``ExportInputs``."""
+    if not inputs.meta:
+        return {}, None
+    values = meta_values_for_check(inputs.meta, len(paths), seed)
+    if loaded.metadata and loaded.run is not None and (loaded.run.path / METADATA_VALUES_FILE).exists():
+        rows = rows_by_path(loaded.metadata, paths, run=loaded.run)
+        values.update(chunk_inputs(None, rows, loaded.metadata, paths))
+        return values, f"each image's own values from {METADATA_VALUES_FILE}" + (
+            "; seeded uniform [0, 1) for the other inputs" if set(values) - set(rows) else "")
+    return values, "seeded uniform [0, 1) values"
+
+
 def keras_probabilities(model, image_index: int, images, meta: dict, meta_order) -> np.ndarray:
     """``(N, K)`` probabilities of the Keras model on ``images`` + named extra inputs."""
     from skinzoo.evaluate.metrics import as_class_probs
@@ -80,7 +106,6 @@ def keras_probabilities(model, image_index: int, images, meta: dict, meta_order)
 def verify_export(loaded, path, fmt: str, precision: str, inputs, check_paths, check_from: str,
                   seed: int, info: dict) -> dict:
     """Run the export at ``path`` and the Keras model on the check images; the JSON-ready result."""
-    from skinzoo.deploy.export import meta_values
     from skinzoo.deploy.runtime import open_export
     from skinzoo.evaluate.predict import load_images_tolerant
 

@@ -10,12 +10,13 @@ says ``--unsafe``, because loading it would run that code.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from skinzoo.errors import DataError, ModelError, UsageError
+from skinzoo.evaluate.loaded import LoadedModel
 from skinzoo.evaluate.meta_inputs import (
     chunk_inputs,
     missing_metadata,
@@ -103,33 +104,6 @@ def _register_custom_layers():
         import skinzoo.models.layers  # noqa: F401
     except ImportError:
         pass
-
-
-@dataclass
-class LoadedModel:
-    """A model with everything needed to use it on images."""
-
-    model: object
-    classes: list[str]
-    img_size: tuple[int, int]
-    resize: str = "crop"
-    task: str = "multiclass"
-    source: Path | None = None
-    run: object | None = None  # skinzoo.train.run.RunDir when loaded from a run
-    temperature: float = 1.0
-    threshold: dict | None = None  # threshold.json contents (binary runs)
-    notes: list[str] = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)  # input name -> MetadataEncoding (encoded inputs)
-    meta: dict | None = None  # input name -> values for every image (--meta)
-    meta_rows: dict | None = None  # input name -> {path: vector} (a dataset's own columns)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def name(self) -> str:
-        return self.run.path.name if self.run is not None else Path(self.source).stem
 
 
 def output_width(model) -> int:
