@@ -14,13 +14,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from skinzoo.data.augment import PRESETS as AUGMENT_PRESETS
+from skinzoo.data.balance import BALANCE_METHODS, SMOTE_METHODS
 from skinzoo.data.metadata import requested_fields
 from skinzoo.errors import UsageError
 from skinzoo.fileio import read_regular_bytes
 from skinzoo.ranges import check_config_ranges
 
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "onecycle", "step", "plateau")
-BALANCES = ("none", "class-weight", "oversample", "smote", "smote-tomek", "smote-enn")
+BALANCES = BALANCE_METHODS
 OPTIMIZERS = ("adam", "adamw", "sgd")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STAGES = ("auto", "end-to-end", "head", "finetune", "both")
@@ -151,7 +152,7 @@ class TrainConfig:
             raise UsageError(f"ema = {self.ema}: use a decay in [0.5, 1), e.g. 0.999, or 0 for off")
         if not 1 <= self.monitor_window <= 20:
             raise UsageError(f"monitor_window = {self.monitor_window}: use 1 to 20 epochs")
-        if (self.mixup or self.cutmix) and self.balance in ("smote", "smote-tomek", "smote-enn"):
+        if (self.mixup or self.cutmix) and self.balance in SMOTE_METHODS:
             raise UsageError("--mixup/--cutmix mix the image stream; SMOTE already synthesises "
                              "training pixels", "use one of the two")
         if self.loss == "logit-adjusted" and self.balance != "none":

@@ -49,45 +49,6 @@ def backup_epoch(backup_dir: str | Path) -> int:
         return 0
 
 
-def check_resume_files(run) -> None:
-    """Before resuming, read every file resuming depends on; a damaged one is named in a
-    TrainingError (never a JSON/HDF5/zip traceback half-way into training)."""
-    import zipfile
-
-    from skinzoo.errors import TrainingError
-
-    hint = (f"delete {run.backup} to restart the run from scratch (best.keras is kept), "
-            "or start a new run")
-
-    def damaged(path, why):
-        return TrainingError(f"cannot resume: {path} is damaged ({why})", hint)
-
-    for path in (run.state, run.backup / "training_metadata.json"):
-        if path.exists():
-            try:
-                data = json.loads(path.read_text())
-                if not isinstance(data, dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, UnicodeDecodeError) as err:
-                raise damaged(path, str(err).splitlines()[0]) from None
-    weights = run.backup / "latest.weights.h5"
-    if weights.exists():
-        import h5py
-
-        try:
-            with h5py.File(weights, "r"):
-                pass
-        except OSError as err:
-            raise damaged(weights, str(err).splitlines()[0][:120]) from None
-    if run.best_model.exists() and not zipfile.is_zipfile(run.best_model):
-        raise damaged(run.best_model, "not a complete .keras archive")
-    if run.history.exists():
-        try:
-            pd.read_csv(run.history)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise damaged(run.history, str(err).splitlines()[0]) from None
-
-
 class HistoryLogger(keras.callbacks.Callback):
     """history.csv, one row per finished epoch, rewritten atomically each epoch."""
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from skinzoo.config import TrainConfig, load_toml, resolve, to_toml
+from skinzoo.data.balance import SMOTE_METHODS
 from skinzoo.data.metadata import attach_columns, encoding_for_run, requested_fields
 from skinzoo.data.mixing import Mix
 from skinzoo.errors import TrainingError, UsageError
@@ -360,7 +361,7 @@ def train_datasets(p: Prepared, seed_offset: int = 0, balance_mode: str | None =
     mode = balance_mode or c.balance
     if mode == "class-weight":
         weights = balance.sample_weights_for(train_labels, k, power=c.class_weight_power)
-    if mode in balance.SMOTE_METHODS:
+    if mode in SMOTE_METHODS:
         if p.metadata is not None:
             raise UsageError(f"--balance {mode} on pixels cannot carry metadata",
                              "use --balance class-weight or oversample with --metadata")
@@ -477,7 +478,7 @@ def fit_end_to_end(p: Prepared, echo, model=None, finetune: bool = False):
     offset = count_history_rows(p.run, stage="head") if finetune else 0
     # Fine-tuning after a head trained on SMOTE'd embeddings uses a class-weighted loss: SMOTE on
     # full-size pixels is neither meaningful nor affordable.
-    smote_family = c.balance in ("smote", "smote-tomek", "smote-enn")
+    smote_family = c.balance in SMOTE_METHODS
     train_ds, val_ds, steps = train_datasets(p, balance_mode="class-weight" if finetune and smote_family else None)
     with p.strategy.strategy.scope():
         if model is None:

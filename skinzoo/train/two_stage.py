@@ -132,7 +132,7 @@ def train_head(p, echo=print):
     x_val = compute_embeddings(extractor, val_paths, **common)
 
     weights = None
-    if c.balance in ("smote", "smote-tomek", "smote-enn"):
+    if c.balance in balance.SMOTE_METHODS:
         before = np.bincount(y_train, minlength=k)
         x_train, y_train = balance.resample_features(x_train, y_train, method=c.balance, seed=c.seed)
         echo(f"{c.balance} on training embeddings: {before.tolist()} -> "
