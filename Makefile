@@ -7,7 +7,7 @@ DEMO := demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-fast bench bench-quick lint clean
+.PHONY: install demo test test-fast bench bench-quick lint imports clean
 
 install: $(STAMP)
 
@@ -34,7 +34,11 @@ bench-quick: install
 	$(BIN)/python -m bench.run --quick
 
 lint: install
-	$(BIN)/ruff check skinzoo cli tests bench
+	$(BIN)/ruff check skinzoo cli tests bench tools
+
+# Layers, import cycles and imports that run up a layer (stdlib only: reads the sources with ast).
+imports:
+	$(PYTHON) -m tools.import_graph
 
 clean:
 	rm -rf $(DEMO) runs .pytest_cache build *.egg-info

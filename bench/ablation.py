@@ -33,6 +33,10 @@ VARIANTS = {
     "new, weights^1": ("the same with full class weights", [*RECIPE, "--class-weight-power", "1.0"]),
     "new, logit-adjusted": ("the same with the logit-adjusted loss instead of weights",
                             [*RECIPE, "--balance", "none", "--loss", "logit-adjusted"]),
+    "new, logit-adjusted, 128 px": ("the same on compact_resnet_128 (stride-2 stem, ResNet-D, "
+                                    "stochastic depth 0.1) at 128 px",
+                                    [*RECIPE, "--balance", "none", "--loss", "logit-adjusted",
+                                     "--model", "compact_resnet_128", "--img-size", "128"]),
     "new, weights^1, no colour constancy": ("without shades of gray",
                                             ["--augment", "dermoscopy", "--ema", "0.999",
                                              "--class-weight-power", "1.0"]),

@@ -47,7 +47,7 @@ def _measure(work: Path, size: int, n_train: int, n_images: int, epochs: int, ba
         write_savedmodel,
         write_tflite,
     )
-    from skinzoo.deploy.runtime import OnnxRunner, SavedModelRunner, TFLiteRunner
+    from skinzoo.evaluate.exported import OnnxRunner, SavedModelRunner, TFLiteRunner
     from skinzoo.models import build_model
 
     make_synthetic_dataset(work / "data", n_images=n_train, size=size, seed=0)

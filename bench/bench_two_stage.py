@@ -80,13 +80,13 @@ class _EpochTimer:
 def _compile(model, k):
     import keras
 
-    from skinzoo.train.fit import make_loss
+    from skinzoo.train.parts import make_loss
 
     model.compile(optimizer=keras.optimizers.Adam(LR), loss=make_loss(k), metrics=["accuracy"])
 
 
 def _balanced_accuracy(labels, outputs, classes) -> float:
-    from skinzoo.evaluate.metrics import as_class_probs, classification_metrics
+    from skinzoo.metrics import as_class_probs, classification_metrics
 
     return float(classification_metrics(labels, as_class_probs(outputs), classes)["balanced_accuracy"])
 
@@ -97,7 +97,7 @@ def _difference_interval(labels, outputs_a, outputs_b, n_boot=1000, seed=0) -> t
     import numpy as np
     from sklearn.metrics import balanced_accuracy_score
 
-    from skinzoo.evaluate.metrics import as_class_probs
+    from skinzoo.metrics import as_class_probs
 
     pred_a = as_class_probs(outputs_a).argmax(1)
     pred_b = as_class_probs(outputs_b).argmax(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from skinzoo_cli.main import LazyGroup
 from skinzoo_cli.ranges import click_type
+from skinzoo_cli.settings import pass_settings
 
 from skinzoo.ranges import SEED
 
@@ -30,12 +31,12 @@ def data():
 @click.option("--size", type=click.IntRange(8, 2048), default=96, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=click_type(SEED), default=None, help="Seed (default: the global --seed, else 0).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset in OUT.")
-@click.pass_context
-def synth(ctx, out, n_images, size, seed, overwrite):
+@pass_settings
+def synth(settings, out, n_images, size, seed, overwrite):
     """Write a synthetic, learnable dermoscopy-like dataset in the HAM10000 layout to OUT."""
     from skinzoo.data.synth import make_synthetic_dataset
 
-    seed = seed if seed is not None else (ctx.obj or {}).get("seed") or 0
+    seed = settings.seed_for(seed)
     table = make_synthetic_dataset(out, n_images=n_images, size=size, seed=seed, overwrite=overwrite)
     counts = table["dx"].value_counts()
     click.echo(f"wrote {len(table)} images of {table['lesion_id'].nunique()} lesions to {out}")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import click
 from skinzoo_cli.ranges import click_type
+from skinzoo_cli.settings import pass_settings
 
+from skinzoo.data.sources import FORMATS, TASKS
 from skinzoo.ranges import FOLDS, FRACTION, SEED
-
-FORMAT_CHOICES = ["auto", "ham10000", "isic2019", "csv", "folders"]
 
 
 def dataset_options(fn):
     """The options every command that reads a dataset shares."""
     options = [
-        click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto",
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto",
                      show_default=True, help="Dataset layout (auto-detected by default)."),
-        click.option("--task", type=click.Choice(["multiclass", "binary"]), default="multiclass",
+        click.option("--task", type=click.Choice(TASKS), default="multiclass",
                      show_default=True, help="binary maps diagnoses to benign/malignant."),
         click.option("--image-col", default=None, help="CSV column naming the image (file/id)."),
         click.option("--label-col", default=None, help="CSV column holding the label."),
@@ -90,8 +90,8 @@ def check(path, fmt, task, image_col, label_col, binary_map, allow_outside_root,
               help="Keep the dataset's own train/val/test folders (val carved from train if absent).")
 @click.option("--seed", type=click_type(SEED), default=None, help="Seed (default: the global --seed, else 0).")
 @click.option("--no-check", is_flag=True, help="Do not inspect the images first (faster).")
-@click.pass_context
-def split(ctx, path, out, fmt, task, image_col, label_col, binary_map, allow_outside_root, val,
+@pass_settings
+def split(settings, path, out, fmt, task, image_col, label_col, binary_map, allow_outside_root, val,
           test, folds, source_split, seed, no_check):
     """Write a grouped, stratified split of PATH to --out and print its class counts.
 
@@ -111,7 +111,7 @@ def split(ctx, path, out, fmt, task, image_col, label_col, binary_map, allow_out
     if folds is not None and source_split:
         raise UsageError("--folds and --source-split cannot be combined",
                          "choose one way to split")
-    seed = seed if seed is not None else (ctx.obj or {}).get("seed") or 0
+    seed = settings.seed_for(seed)
     dataset = load_from_options(path, fmt, task, image_col, label_col, binary_map,
                                 allow_outside_root)
     if not no_check:

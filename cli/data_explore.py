@@ -6,6 +6,7 @@ import time
 
 import click
 from skinzoo_cli.data_check import dataset_options, load_from_options
+from skinzoo_cli.settings import pass_settings
 
 
 @click.command()
@@ -22,8 +23,8 @@ from skinzoo_cli.data_check import dataset_options, load_from_options
                    "[default: the train/val/test folders of a folder dataset, if it has them].")
 @click.option("--full-decode", is_flag=True,
               help="Validation decodes JPEGs at full size (slower; by default at 1/8 scale).")
-@click.pass_context
-def explore(ctx, path, fmt, task, image_col, label_col, binary_map, allow_outside_root, out_dir,
+@pass_settings
+def explore(settings, path, fmt, task, image_col, label_col, binary_map, allow_outside_root, out_dir,
             sample, split_file, full_decode):
     """Summarise and plot the dataset at PATH (a folder or a labels CSV).
 
@@ -51,7 +52,7 @@ def explore(ctx, path, fmt, task, image_col, label_col, binary_map, allow_outsid
         split = dataset.table["source_split"]
     out = default_out_dir(path) if out_dir is None else out_dir
     ensure_output_dir(out)  # one line, not a traceback, for an impossible --out
-    seed = (ctx.obj or {}).get("seed") or 0
+    seed = settings.seed_for(None)
     result = explore_table(dataset.table, dataset.classes, out, name=_dataset_name(path),
                            problems=report.problems, split=split, sample=sample, seed=seed)
     for line in result.lines:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import click
 from skinzoo_cli.ranges import click_type
+from skinzoo_cli.settings import pass_settings
 
+from skinzoo.data.pipeline import RESIZE_MODES
 from skinzoo.ranges import SEED
-
-
-def _seed(ctx, seed):
-    return seed if seed is not None else (ctx.obj or {}).get("seed") or 0
 
 
 def _usable_table(path, fmt, split_file):
@@ -39,7 +37,7 @@ SEED_OPTION = click.option("--seed", type=click_type(SEED), default=None,
 
 
 def resize_option(help_text: str):
-    return click.option("--resize", type=click.Choice(["crop", "pad", "squash"]), default="crop",
+    return click.option("--resize", type=click.Choice(RESIZE_MODES), default="crop",
                         show_default=True, help=help_text)
 
 
@@ -57,16 +55,17 @@ def resize_option(help_text: str):
 @resize_option("How images are made square.")
 @FORMAT_OPTION
 @SEED_OPTION
-@click.pass_context
-def preview(ctx, data, out_dir, n_images, augment, hair_removal, img_size, resize, fmt, seed):
+@pass_settings
+def preview(settings, data, out_dir, n_images, augment, hair_removal, img_size, resize, fmt, seed):
     """Write before/after PNG grids of DATA's images: what augmentation / hair removal does."""
     import numpy as np
 
-    from skinzoo.data.augment import resolve_augment, write_preview
+    from skinzoo.data.augment import resolve_augment
+    from skinzoo.data.preview import write_preview
     from skinzoo.data.sources import load_dataset
 
     resolve_augment(augment)  # a bad spec fails before the dataset is read
-    seed = _seed(ctx, seed)
+    seed = settings.seed_for(seed)
     table = load_dataset(data, format=fmt).table
     picks = _spread_over_classes(table["label"].to_numpy(), n_images, np.random.default_rng(seed))
     rows = table.iloc[picks]
@@ -104,8 +103,8 @@ def _spread_over_classes(labels, n, rng):
 @click.option("--augment", "augment", default="heavy", show_default=True,
               help="light, heavy, or a preset with overrides, e.g. 'heavy,cutout=0'.")
 @SEED_OPTION
-@click.pass_context
-def augment(ctx, data, out, to_count, fmt, split_file, img_size, resize, augment, seed):
+@pass_settings
+def augment(settings, data, out, to_count, fmt, split_file, img_size, resize, augment, seed):
     """Write a physically balanced copy of DATA to OUT: every class topped up to --to-count
     images with augmented variants of its own images.
 
@@ -115,16 +114,16 @@ def augment(ctx, data, out, to_count, fmt, split_file, img_size, resize, augment
     images are neither augmented nor copied.
     """
     from skinzoo.data.augment import resolve_augment
-    from skinzoo.data.balance import write_augmented_copy
+    from skinzoo.data.augmented_copy import write_augmented_copy
 
     resolve_augment(augment)
-    seed = _seed(ctx, seed)
+    seed = settings.seed_for(seed)
     if not split_file:
         click.echo("note: no --split-file, so all images are treated as training images", err=True)
     table, classes = _usable_table(data, fmt, split_file)
-    quiet = (ctx.obj or {}).get("quiet")
     result = write_augmented_copy(table, classes, out, to_count, img_size=img_size,
-                                  augment=augment, seed=seed, resize=resize, progress=not quiet)
+                                  augment=augment, seed=seed, resize=resize,
+                                  progress=not settings.quiet)
     for c in classes:
         click.echo(f"  {c:>12}: {result.before[c]:6d} -> {result.after[c]:6d}")
     click.echo(f"wrote {sum(result.after.values())} images to {result.out_dir}; "

@@ -42,13 +42,13 @@ def main(out, epochs, n_images):
     _run(["data", "check", str(data)])
     _run(["train", "--data", str(data), "--model", "compact_resnet", "--img-size", "64",
           "--epochs", str(epochs), "--out", str(runs), "--seed", "0"])
-    from skinzoo.train.run import find_latest_run
+    from skinzoo.rundir import find_latest_run
 
     run = find_latest_run(runs)
     _run(["evaluate", str(run.path), "--report"])
-    import pandas as pd
+    from skinzoo.data.splits import read_split_table
 
-    split = pd.read_csv(run.split)
+    split = read_split_table(run.split)
     test_image = split[split["split"] == "test"].iloc[0]["path"]
     _run(["gradcam", test_image, "--model", str(run.path), "--out", str(out / "gradcam")])
     click.secho(f"\ndemo finished in {(time.time() - started) / 60:.1f} min. Outputs:", bold=True)

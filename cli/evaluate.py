@@ -16,14 +16,11 @@ from pathlib import Path
 
 import click
 from skinzoo_cli.ranges import click_type
+from skinzoo_cli.settings import pass_settings
 
 from skinzoo.errors import DataError, UsageError
+from skinzoo.evaluate.gradcam import METHODS as GRADCAM_METHODS
 from skinzoo.ranges import BATCH_SIZE, BOOTSTRAP, TOP_K, TTA_VIEWS
-
-
-def _seed(ctx, default=0):
-    seed = (ctx.obj or {}).get("seed")
-    return default if seed is None else seed
 
 
 def _load(target, classes=None, unsafe=False, calibrated=True):
@@ -36,7 +33,7 @@ def _load(target, classes=None, unsafe=False, calibrated=True):
 
 
 def _meta(loaded, text, per_image_source=False):
-    from skinzoo.deploy.runtime import ExportedModel, meta_for_export
+    from skinzoo.evaluate.exported import ExportedModel, meta_for_export
     from skinzoo.evaluate.meta_inputs import meta_for_command
 
     parse = meta_for_export if isinstance(loaded.model, ExportedModel) else meta_for_command
@@ -83,12 +80,13 @@ def _threshold_option(value):
 @click.option("--subgroups", "subgroup_cols", default=None, metavar="COL,...",
               help="Metadata columns for subgroup metrics besides sex, age bands and site.")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
-@click.pass_context
-def evaluate(ctx, target, data, split, report, tta, threshold, target_sensitivity, classes,
+@pass_settings
+def evaluate(settings, target, data, split, report, tta, threshold, target_sensitivity, classes,
              meta, meta_encoding, batch_size, n_bootstrap, subgroup_cols, unsafe):
     """Metrics of a run (default: the latest under ./runs) or of a MODEL.keras file on --data."""
     from skinzoo.deploy.model_card import write_model_card
-    from skinzoo.evaluate import evaluate_model, write_evaluation_report
+    from skinzoo.evaluate.evaluation import evaluate_model
+    from skinzoo.evaluate.gallery import write_evaluation_report
     from skinzoo.evaluate.subgroups import add_subgroups, parse_columns, subgroup_lines
 
     if target is not None and not Path(target).exists():
@@ -104,8 +102,9 @@ def evaluate(ctx, target, data, split, report, tta, threshold, target_sensitivit
     loaded.meta = _meta(loaded, meta, per_image_source=True)
     ev = evaluate_model(loaded, data=data, split=split, tta=tta, threshold=_threshold_option(threshold),
                         target_sensitivity=target_sensitivity, batch_size=batch_size,
-                        n_bootstrap=n_bootstrap, seed=_seed(ctx))
-    sub = add_subgroups(loaded, ev, data, parse_columns(subgroup_cols), n_bootstrap, _seed(ctx))
+                        n_bootstrap=n_bootstrap, seed=settings.seed_for(None))
+    sub = add_subgroups(loaded, ev, data, parse_columns(subgroup_cols), n_bootstrap,
+                        settings.seed_for(None))
     click.echo(format_summary(ev.metrics))
     if sub:
         click.echo("\n".join(subgroup_lines(sub)))
@@ -225,7 +224,7 @@ def predict(images, model_spec, top_k, fmt, tta, batch_size, classes, meta, unsa
 @click.option("--class", "class_name", default="predicted", show_default=True,
               help="Class to explain: a class name or 'predicted'.")
 @click.option("--layer", default="auto", show_default=True, help="Feature-map layer (auto = last before pooling).")
-@click.option("--method", type=click.Choice(["gradcam", "gradcam++"]), default="gradcam", show_default=True)
+@click.option("--method", type=click.Choice(GRADCAM_METHODS), default="gradcam", show_default=True)
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.4, show_default=True, help="Heatmap opacity.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="gradcam", show_default=True)
 @click.option("--pair", is_flag=True, help="Also write one correct|misclassified side-by-side per class "
@@ -241,16 +240,21 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
 
     The .npy holds the raw map at the feature-map resolution (ReLU'd, not normalised).
     """
-    import numpy as np
-
-    from skinzoo.deploy.runtime import require_keras_model
-    from skinzoo.evaluate.gradcam import GradCam, output_names, overlay, upsample
+    from skinzoo.evaluate.exported import require_keras_model
+    from skinzoo.evaluate.gradcam import GradCam
+    from skinzoo.evaluate.gradcam_gallery import (
+        decision_threshold,
+        output_stems,
+        write_ensemble_maps,
+        write_explanations,
+        write_pairs,
+    )
     from skinzoo.evaluate.predict import (
         collect_image_paths,
         load_images_tolerant,
         model_inputs,
     )
-    from skinzoo.fileio import ensure_output_dir, safe_output_names
+    from skinzoo.fileio import ensure_output_dir
 
     ensure_output_dir(out_dir)  # before the slow part: an impossible --out fails at once
     loaded = _load(model_spec, classes, unsafe)
@@ -267,113 +271,32 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
     if not ok:
         raise DataError("no image could be read", "check the paths")
     cam = GradCam(loaded.model, layer=layer, method=method)
-    thr = (loaded.threshold or {}).get("threshold")
     target = None if class_name == "predicted" else loaded.classes.index(class_name)
     inputs = model_inputs(loaded.model, imgs, meta_values)
-    result = cam.explain(inputs, target, batch_size=batch_size, threshold=thr)
-    from skinzoo.evaluate.calibration import apply_temperature
-    from skinzoo.evaluate.metrics import predicted_classes
-
-    probs = apply_temperature(result.probs, loaded.temperature)
-    preds = predicted_classes(probs, thr if probs.shape[1] == 2 else None)
+    result = cam.explain(inputs, target, batch_size=batch_size, threshold=decision_threshold(loaded))
     out = Path(out_dir)
     click.echo(f"layer: {'/'.join(result.layer_path)}  method: {method}")
-    overlays = []
-    stems = safe_output_names(ok, suffix_room=len("_heatmap.npy") + 20)
-    for i, p in enumerate(ok):
-        stem = stems[i]  # distinct per input: same-named files in two folders never collide
-        view = _display_size(imgs[i])  # what the model saw, enlarged so a person can look at it
-        heat = upsample(result.heatmaps[i], view.shape[:2])
-        ov = overlay(view, heat, alpha)
-        overlays.append(ov)
-        png_name, npy_name = output_names(stem, method)
-        _write_png(out / png_name, ov)
-        np.save(out / npy_name, result.heatmaps[i])
-        explained = loaded.classes[int(result.class_index[i])]
-        flat = " (flat heatmap: no positive evidence for this class)" if heat.max() == 0 else ""
-        click.echo(f"{p}\tpredicted {loaded.classes[preds[i]]} {probs[i, preds[i]]:.3f}\t"
-                   f"explained {explained}{flat}")
+    stems = output_stems(ok)
+    explained = []
+    for e in write_explanations(loaded, ok, imgs, result, stems, method, alpha, out):
+        explained.append(e)
+        flat = " (flat heatmap: no positive evidence for this class)" if e.flat else ""
+        click.echo(f"{e.path}\tpredicted {e.predicted} {e.probability:.3f}\t"
+                   f"explained {e.explained}{flat}")
     if layer == "auto":
-        _write_ensemble_maps(loaded.model, inputs, result.class_index, imgs, stems, method, alpha,
-                             batch_size, out)
+        members = write_ensemble_maps(loaded.model, inputs, result.class_index, imgs, stems,
+                                      method, alpha, batch_size, out)
+        if members:
+            click.echo(f"ensemble: per-member overlays ({', '.join(members)}) and their "
+                       "weighted average (*_ensemble_gradcam.png)")
     if pair:
-        _write_pairs(loaded, ok, imgs, overlays, preds, out)
+        written = write_pairs(loaded, explained, out)
+        if written is None:
+            click.echo("note: --pair needs labels: pass a run directory whose split.csv lists "
+                       "the images", err=True)
+        else:
+            click.echo(f"wrote {written} correct|misclassified pair(s)")
     click.echo(f"wrote {len(ok)} overlay(s) and heatmap(s) to {out}")
-
-
-def _write_ensemble_maps(model, inputs, class_index, imgs, stems, method, alpha, batch_size, out):
-    """An ensemble: one overlay per member and one of their weighted average, per image."""
-    from skinzoo.evaluate.ensemble_run import ensemble_heatmaps, member_cam_paths
-    from skinzoo.evaluate.gradcam import overlay
-
-    paths = member_cam_paths(model)
-    if not paths:
-        return
-    views = [_display_size(img) for img in imgs]
-    per_member, averaged = ensemble_heatmaps(model, inputs, class_index, views[0].shape[:2],
-                                             method, batch_size)
-    for i, (stem, view) in enumerate(zip(stems, views, strict=True)):
-        for path, maps in zip(paths, per_member, strict=True):
-            _write_png(out / f"{stem}_{path[0].split('_')[0]}_gradcam.png", overlay(view, maps[i], alpha))
-        _write_png(out / f"{stem}_ensemble_gradcam.png", overlay(view, averaged[i], alpha))
-    click.echo(f"ensemble: per-member overlays ({', '.join(p[0] for p in paths)}) and their "
-               "weighted average (*_ensemble_gradcam.png)")
-
-
-def _display_size(image, min_side: int = 256):
-    import cv2
-    import numpy as np
-
-    h, w = image.shape[:2]
-    scale = max(1.0, min_side / min(h, w))
-    if scale == 1.0:
-        return image
-    return cv2.resize(np.asarray(image, np.float32), (round(w * scale), round(h * scale)),
-                      interpolation=cv2.INTER_CUBIC)
-
-
-def _write_png(path, rgb):
-    from PIL import Image
-
-    from skinzoo.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
-
-
-def _known_labels(loaded, paths) -> dict:
-    if loaded.run is None or not loaded.run.split.exists():
-        return {}
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(loaded.run.split, dtype=str)[["path", "label"]]
-    except (OSError, ValueError, KeyError):
-        return {}  # a damaged split.csv: --pair says it needs labels
-    index = {c: i for i, c in enumerate(loaded.classes)}
-    by_path = {str(Path(p).resolve()): index.get(lab) for p, lab in zip(table["path"], table["label"], strict=True)}
-    return {p: by_path.get(str(Path(p).resolve())) for p in paths}
-
-
-def _write_pairs(loaded, paths, imgs, overlays, preds, out):
-    """Per true class: the most typical correct case beside a misclassified one."""
-    import numpy as np
-
-    labels = _known_labels(loaded, paths)
-    if not any(v is not None for v in labels.values()):
-        click.echo("note: --pair needs labels: pass a run directory whose split.csv lists the images",
-                   err=True)
-        return
-    written = 0
-    for c, name in enumerate(loaded.classes):
-        right = [i for i, p in enumerate(paths) if labels.get(p) == c and preds[i] == c]
-        wrong = [i for i, p in enumerate(paths) if labels.get(p) == c and preds[i] != c]
-        if right and wrong:
-            a, b = overlays[right[0]], overlays[wrong[0]]
-            gap = np.full((a.shape[0], 4, 3), 255, np.uint8)
-            _write_png(out / f"pair_{name}.png", np.concatenate([a, gap, b], axis=1))
-            written += 1
-    click.echo(f"wrote {written} correct|misclassified pair(s)")
 
 
 # --- calibrate ---------------------------------------------------------------------------------
@@ -387,7 +310,7 @@ def _write_pairs(loaded, paths, imgs, overlays, preds, out):
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
 def calibrate(run_dir, data, tta, batch_size, unsafe):
     """Fit temperature scaling on the run's validation split; writes RUN/calibration.json."""
-    from skinzoo.evaluate import calibrate_run
+    from skinzoo.evaluate.fitted import calibrate_run
 
     if run_dir is not None and not Path(run_dir).is_dir():
         raise UsageError(f"{run_dir} is not a run directory", "pass the folder made by `skinzoo train`")
@@ -409,7 +332,7 @@ def calibrate(run_dir, data, tta, batch_size, unsafe):
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also write a CSV.")
 def compare(run_dirs, split, markdown, csv_path):
     """Leaderboard of runs by balanced accuracy (reads RUN/eval/<split>/metrics.json)."""
-    from skinzoo.evaluate import COMPARE_COLUMNS, compare_runs
+    from skinzoo.evaluate.compare import COMPARE_COLUMNS, compare_runs
 
     rows, warnings = compare_runs(run_dirs, split)
     for w in warnings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from skinzoo_cli.settings import pass_settings
 
 from skinzoo.deploy.export import (
     DEFAULT_CALIBRATION_IMAGES,
@@ -36,8 +37,8 @@ from skinzoo.errors import UsageError
               help="int8: how many calibration images.")
 @click.option("--classes", default=None, help="Class names in training order (for a bare model file).")
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
-@click.pass_context
-def export(ctx, target, fmt, precision, out, check_images, check_count, calibration_images,
+@pass_settings
+def export(settings, target, fmt, precision, out, check_images, check_count, calibration_images,
            calibration_count, classes, unsafe):
     """Export a run's model (default: the latest run) or a MODEL.keras for deployment.
 
@@ -48,13 +49,13 @@ def export(ctx, target, fmt, precision, out, check_images, check_count, calibrat
     """
     from skinzoo.deploy.export import export_model
     from skinzoo.deploy.model_card import write_model_card
-    from skinzoo.deploy.run_config import read_run_config
-    from skinzoo.deploy.runtime import info_path
+    from skinzoo.evaluate.exported import info_path
     from skinzoo.evaluate.predict import resolve_model
+    from skinzoo.rundir import read_run_config
 
     if target is not None and not Path(target).exists():
         raise UsageError(f"{target} does not exist", "pass a run directory or a .keras model file")
-    seed = (ctx.obj or {}).get("seed") or 0
+    seed = settings.seed_for(None)
     loaded = resolve_model(target, classes=classes, unsafe=unsafe)
     for note in loaded.notes:
         click.echo(f"note: {note}", err=True)

@@ -9,6 +9,7 @@ import traceback
 
 import click
 from skinzoo_cli.ranges import click_type
+from skinzoo_cli.settings import Settings
 
 from skinzoo import __version__
 from skinzoo.errors import SkinzooError
@@ -16,7 +17,8 @@ from skinzoo.progress import configure as configure_progress
 from skinzoo.ranges import SEED
 
 # name -> (module, attribute, one-line help). Loading on demand keeps `skinzoo --help` fast
-# and means a broken optional command cannot take the whole CLI down.
+# and means a broken command cannot take the whole CLI down: the others still run, and using
+# the broken one says why it cannot load (CommandLoadError) instead of "No such command".
 COMMANDS = {
     "data": ("skinzoo_cli.data", "data", "Make, check, explore and preview datasets."),
     "models": ("skinzoo_cli.models", "models", "List the model zoo (name, size, defaults)."),
@@ -30,6 +32,12 @@ COMMANDS = {
     "export": ("skinzoo_cli.export", "export", "SavedModel / TFLite / ONNX export, verified, with a model card."),
     "info": ("skinzoo_cli.info", "info", "Versions, devices, memory, paths: paste it into bug reports."),
 }
+
+
+class CommandLoadError(SkinzooError):
+    """A command's module exists but does not import (a broken install or a missing dependency)."""
+
+    exit_code = 1
 
 
 class LazyGroup(click.Group):
@@ -54,10 +62,17 @@ class LazyGroup(click.Group):
         import importlib
 
         module, attr, _ = self.table[name]
+        if not self._available(name):
+            return None  # not installed: listed nowhere, "No such command"
         try:
             return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            return None
+        except (ImportError, AttributeError) as err:
+            prog, _, group = ctx.command_path.partition(" ")
+            again = " ".join(part for part in (prog, "--debug", group, name) if part)
+            raise CommandLoadError(
+                f"the {name!r} command cannot be loaded: {err}",
+                "reinstall skinzoo (`pip install -e .`, `make install`) or install the missing "
+                f"package; `{again}` shows the traceback") from err
 
     def _available(self, name):
         import importlib.util
@@ -75,7 +90,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SkinzooError as err:
-            if (ctx.obj or {}).get("debug"):
+            if _debug(ctx):
                 traceback.print_exc()
             click.echo(f"error: {err.message}", err=True)
             if err.hint:
@@ -87,6 +102,13 @@ class LazyGroup(click.Group):
             terminated = isinstance(err, Terminated)  # SIGTERM outside the training loop
             click.echo("terminated (SIGTERM)" if terminated else "interrupted", err=True)
             ctx.exit(143 if terminated else 130)
+
+
+def _debug(ctx) -> bool:
+    """--debug, also when the error comes before the group's callback has stored the Settings
+    (a subcommand is looked up, and may fail to load, before that callback runs)."""
+    settings = ctx.find_object(Settings)
+    return settings.debug if settings is not None else bool(ctx.params.get("debug"))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,8 +127,7 @@ def cli(ctx, seed, verbose, log_level, debug):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     level = "warning" if verbose is False else ("debug" if verbose else log_level)
     logging.basicConfig(level=level.upper(), format="%(message)s")
-    ctx.ensure_object(dict)
-    ctx.obj.update(seed=seed, verbose=verbose, quiet=verbose is False, debug=debug)
+    ctx.obj = Settings(seed=seed, verbose=verbose, debug=debug)
     configure_progress("quiet" if verbose is False else ("verbose" if verbose else "normal"))
 
 

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import click
 from skinzoo_cli.ranges import click_type
+from skinzoo_cli.settings import pass_settings
 
 from skinzoo.config import (
     AUGMENT_PRESETS,
     BALANCES,
+    CACHE_MODES,
     CLUSTERS,
     COLOR_CONSTANCY,
     LOSSES,
     OPTIMIZERS,
     PRECISIONS,
+    RESIZE_MODES,
     SCHEDULES,
     STAGES,
+    TASKS,
 )
+from skinzoo.data.sources import FORMATS
 
 # Every option defaults to None ("not given") so a --config file can supply it.
 _OPTIONS = [
     click.option("--data", type=str, help="Dataset folder or CSV (HAM10000, ISIC 2019, CSV, class folders)."),
-    click.option("--format", "format", type=click.Choice(["auto", "ham10000", "isic2019", "csv", "folders"]),
+    click.option("--format", "format", type=click.Choice(FORMATS),
                  help="Dataset format [auto]."),
-    click.option("--task", type=click.Choice(["multiclass", "binary"]), help="binary = benign/malignant [multiclass]."),
+    click.option("--task", type=click.Choice(TASKS), help="binary = benign/malignant [multiclass]."),
     click.option("--image-col", help="Image column of a generic CSV."),
     click.option("--label-col", help="Label column of a generic CSV."),
     click.option("--allow-outside-root/--no-allow-outside-root", default=None,
@@ -64,11 +69,14 @@ _OPTIONS = [
     click.option("--ema", type=click.FloatRange(0, 1, max_open=True),
                  help="Exponential moving average of the weights (e.g. 0.999); validation, checkpoints and "
                       "the saved model use it; 0 = off [0]."),
+    click.option("--snapshots", type=click_type("snapshots"),
+                 help="Keep K epochs' models (spread over the second half) in RUN/snapshots/ for "
+                      "`skinzoo ensemble RUN --snapshots`; 0 = off [0]."),
     click.option("--monitor-window", type=click.IntRange(1, 20),
                  help="Pick the best epoch on the mean of the last N epochs' monitor values [1]."),
-    click.option("--resize", type=click.Choice(["crop", "pad", "squash"]), help="[crop]"),
+    click.option("--resize", type=click.Choice(RESIZE_MODES), help="[crop]"),
     click.option("--hair-removal/--no-hair-removal", default=None, help="DullRazor hair removal (cached)."),
-    click.option("--cache", type=click.Choice(["auto", "memory", "disk", "none"]), help="Decoded-image cache [auto]."),
+    click.option("--cache", type=click.Choice(CACHE_MODES), help="Decoded-image cache [auto]."),
     click.option("--stages", type=click.Choice(STAGES), help="Transfer models: head | finetune | both [head]."),
     click.option("--finetune-blocks", type=click_type("finetune_blocks"), help="Blocks to unfreeze when fine-tuning [2]."),
     click.option("--finetune-epochs", type=click_type("finetune_epochs"), help="Fine-tuning epochs [--epochs]."),
@@ -100,8 +108,8 @@ def _with_options(func):
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue a killed/interrupted run.")
 @click.option("--overfit-batch", is_flag=True, default=None, help="Sanity check: can the model fit one batch?")
 @_with_options
-@click.pass_context
-def train(ctx, config_file, resume, **options):
+@pass_settings
+def train(settings, config_file, resume, **options):
     """Train a model; writes runs/<date>-<model>-<id>/.
 
     \b
@@ -113,14 +121,12 @@ def train(ctx, config_file, resume, **options):
       skinzoo train --config runs/X/config.toml
       skinzoo train --resume runs/X
     """
-    from skinzoo.train.fit import config_from_sources
     from skinzoo.train.fit import train as run_training
+    from skinzoo.train.prepare import config_from_sources
 
-    if options.get("seed") is None and (ctx.obj or {}).get("seed") is not None:
-        options["seed"] = ctx.obj["seed"]
+    options["seed"] = settings.seed_for(options.get("seed"), default=None)  # None: config/default
     from skinzoo.runtime import treat_sigterm_like_ctrl_c
 
     treat_sigterm_like_ctrl_c()  # SLURM/Kubernetes/timeout: keep the state, print the resume command
     config, run = config_from_sources(config_file, options, resume)
-    quiet = (ctx.obj or {}).get("quiet")
-    run_training(config, run=run, echo=(lambda *_: None) if quiet else click.echo)
+    run_training(config, run=run, echo=(lambda *_: None) if settings.quiet else click.echo)

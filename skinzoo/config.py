@@ -16,6 +16,8 @@ from pathlib import Path
 from skinzoo.data.augment import PRESETS as AUGMENT_PRESETS
 from skinzoo.data.balance import BALANCE_METHODS, SMOTE_METHODS
 from skinzoo.data.metadata import requested_fields
+from skinzoo.data.pipeline import RESIZE_MODES
+from skinzoo.data.sources import TASKS
 from skinzoo.errors import UsageError
 from skinzoo.fileio import read_regular_bytes
 from skinzoo.ranges import check_config_ranges
@@ -28,6 +30,7 @@ STAGES = ("auto", "end-to-end", "head", "finetune", "both")
 LOSSES = ("crossentropy", "logit-adjusted")  # logit-adjusted: Menon et al. 2021, tau = 1
 COLOR_CONSTANCY = ("none", "shades-of-gray", "gray-world")
 CLUSTERS = ("auto", "slurm", "kubernetes", "tf-config", "none")  # auto: detected from the environment
+CACHE_MODES = ("auto", "memory", "disk", "none")
 
 
 @dataclass
@@ -76,6 +79,7 @@ class TrainConfig:
     monitor: str = "val_balanced_accuracy"
     monitor_window: int = 1  # choose the best epoch on the mean of the last N epochs' values
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    snapshots: int = 0  # keep K epochs' models in RUN/snapshots/ (skinzoo.train.snapshots); 0 = off
     # transfer learning
     stages: str = "auto"
     finetune_blocks: int = 2
@@ -100,8 +104,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         checks = [
             ("schedule", SCHEDULES), ("balance", BALANCES), ("optimizer", OPTIMIZERS),
-            ("precision", PRECISIONS), ("stages", STAGES), ("task", ("multiclass", "binary")),
-            ("resize", ("crop", "pad", "squash")), ("cache", ("auto", "memory", "disk", "none")),
+            ("precision", PRECISIONS), ("stages", STAGES), ("task", TASKS),
+            ("resize", RESIZE_MODES), ("cache", CACHE_MODES),
             ("augment", AUGMENT_PRESETS), ("loss", LOSSES), ("color_constancy", COLOR_CONSTANCY),
             ("cluster", CLUSTERS),
         ]
@@ -128,7 +132,7 @@ class TrainConfig:
             raise UsageError(f"cluster_port = {self.cluster_port}: use a port in 1024..65535")
         if not 0 <= self.metadata_dropout < 1:
             raise UsageError(f"metadata_dropout = {self.metadata_dropout}: must be in [0, 1)")
-        if requested_fields(self.metadata, self.metadata_cols) and self.balance.startswith("smote"):
+        if requested_fields(self.metadata, self.metadata_cols) and self.balance in SMOTE_METHODS:
             # SMOTE interpolates between samples: a one-hot site or a missing flag has no in-between.
             raise UsageError(f"--balance {self.balance} cannot be combined with metadata",
                              "use --balance class-weight or oversample with --metadata")

@@ -74,6 +74,7 @@ TRAIN_RANGES: dict[str, Range] = {
     "finetune_epochs": Range(int, 1, 100_000),
     "finetune_lr": Range(float, 0, 10, low_open=True),
     "embed_views": Range(int, 1, 64),
+    "snapshots": Range(int, 0, 100),  # 0 = off; each snapshot is a full .keras file on disk
     "cpu_replicas": Range(int, 0, 64),  # 0 = off (no logical CPU devices)
     "worker_index": Range(int, 0, 4095),
     "seed": SEED,

@@ -19,6 +19,17 @@ def synth_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def keras():
+    """Keras, imported after TensorFlow through skinzoo.runtime (filtered start-up noise)."""
+    from skinzoo.runtime import tf
+
+    tf()
+    import keras
+
+    return keras
+
+
 @pytest.fixture
 def synth_copy(tmp_path, synth_dir):
     """A private copy of the synthetic dataset that a test may damage."""

@@ -16,6 +16,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 
+from skinzoo import runtime
 from skinzoo.errors import UsageError
 
 PRESETS = ("none", "light", "heavy", "dermoscopy")
@@ -124,9 +125,7 @@ def _with_overrides(base: Augment, pairs: dict) -> Augment:
 
 def augment_image(image, seed, aug: Augment):
     """Apply ``aug`` to one float32 (H, W, 3) image in [0, 255] with stateless seed ``seed``."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=10)
     if aug.flip_h:
         image = random_flip(image, seeds[0], axis=1)
@@ -148,25 +147,19 @@ def augment_image(image, seed, aug: Augment):
 
 
 def _uniform(seed, low=0.0, high=1.0, shape=()):
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high)
 
 
 def random_flip(image, seed, axis: int):
     """Flip along ``axis`` (0 = up-down, 1 = left-right) with probability 0.5."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     return tf.cond(_uniform(seed) < 0.5, lambda: tf.reverse(image, [axis]), lambda: image)
 
 
 def random_dihedral(image, seed):
     """One of the 8 symmetries of the square: k×90° rotation, optionally transposed."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     k = tf.random.stateless_uniform((), seed=seed, minval=0, maxval=4, dtype=tf.int32)
     image = tf.image.rot90(image, k)
     transpose = _uniform(tf.random.experimental.stateless_fold_in(seed, 1)) < 0.5
@@ -175,9 +168,7 @@ def random_dihedral(image, seed):
 
 def random_affine(image, seed, max_degrees: float, max_zoom: float, max_shift: float):
     """Small rotation + zoom + shift in one bilinear resampling (reflect at the borders)."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     s = tf.random.experimental.stateless_split(seed, num=4)
     angle = _uniform(s[0], -max_degrees, max_degrees) * (math.pi / 180.0)
     scale = _uniform(s[1], 1.0 - max_zoom, 1.0 + max_zoom)
@@ -202,9 +193,7 @@ def random_affine(image, seed, max_degrees: float, max_zoom: float, max_shift: f
 
 def random_colour(image, seed, brightness: float, contrast: float, saturation: float, hue: float):
     """Brightness (×), contrast, saturation and hue jitter; works in [0, 1] where TF needs it."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     s = tf.random.experimental.stateless_split(seed, num=4)
     if brightness:
         image = image * _uniform(s[0], 1.0 - brightness, 1.0 + brightness)
@@ -222,9 +211,7 @@ def random_colour(image, seed, brightness: float, contrast: float, saturation: f
 
 def random_blur(image, seed, probability: float, max_sigma: float):
     """Gaussian blur with sigma in [0.2, max_sigma] (separable depthwise conv), p = probability."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     s = tf.random.experimental.stateless_split(seed, num=2)
     radius = max(1, int(math.ceil(3 * max_sigma)))  # static kernel size, sigma varies inside
 
@@ -245,9 +232,7 @@ def random_blur(image, seed, probability: float, max_sigma: float):
 
 def random_noise(image, seed, max_std: float):
     """Additive gaussian noise with std drawn from [0, max_std] (0-255 scale)."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     s = tf.random.experimental.stateless_split(seed, num=2)
     std = _uniform(s[0], 0.0, max_std)
     return image + std * tf.random.stateless_normal(tf.shape(image), seed=s[1])
@@ -259,9 +244,7 @@ def random_cutout(image, seed, probability: float, size: float):
     The mean (not black) because dermoscopy images often have black vignette corners, which a
     black square would imitate.
     """
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     s = tf.random.experimental.stateless_split(seed, num=3)
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
@@ -273,82 +256,3 @@ def random_cutout(image, seed, probability: float, size: float):
     mean = tf.reduce_mean(image, axis=[0, 1], keepdims=True)
     cut = tf.where(inside[..., None], mean, image)
     return tf.cond(_uniform(s[0]) < probability, lambda: cut, lambda: image)
-
-
-# --- before/after pictures (`skinzoo data preview`) ---------------------------------------------
-
-def write_preview(paths, labels, out_dir, img_size=224, augment="light", hair_removal=False,
-                  seed: int = 0, n_variants: int = 4, resize: str = "crop") -> list:
-    """Write PNG grids showing what augmentation / hair removal does; return their paths.
-
-    ``augment.png``: one row per image — the un-augmented input (as the model would see it
-    without augmentation), then ``n_variants`` augmented versions (seeds ``[seed, row*100+k]``).
-    ``hair_removal.png``: original | hair removed | detected hair mask in red.
-    Each row is captioned with its label.
-    """
-    from pathlib import Path
-
-    import numpy as np
-
-    from skinzoo.data.pipeline import image_hw, load_images
-    from skinzoo.runtime import tf
-
-    aug = resolve_augment(augment)
-    if not aug.active and not hair_removal:
-        raise UsageError("nothing to preview: augmentation is 'none' and hair removal is off",
-                         "pass --augment light/heavy and/or --hair-removal")
-    hw = image_hw(img_size)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plain = load_images(paths, hw, resize=resize)
-    written = []
-    if aug.active:
-        t = tf()
-        rows = []
-        for i, img in enumerate(plain):
-            variants = [augment_image(t.constant(img), t.constant([seed, i * 100 + k], t.int64),
-                                      aug).numpy() for k in range(n_variants)]
-            rows.append([img, *variants])
-        header = ["input", *[f"augmented {k + 1}" for k in range(n_variants)]]
-        written.append(_save_grid(out_dir / "augment.png", rows, labels, header))
-    if hair_removal:
-        from skinzoo.data.hair import hair_mask, remove_hair
-
-        rows = []
-        for img in plain.astype(np.uint8):
-            mask = hair_mask(img)
-            marked = img.copy()
-            marked[mask] = (255, 0, 0)
-            rows.append([img, remove_hair(img), marked])
-        written.append(_save_grid(out_dir / "hair_removal.png", rows, labels,
-                                  ["input", "hair removed", "hair mask"]))
-    return written
-
-
-def _save_grid(target, rows, labels, header):
-    """One PNG: a header line, then rows of equal-size tiles with a caption strip on the left."""
-    import cv2
-    import numpy as np
-
-    from skinzoo.fileio import atomic_path
-
-    zoom = max(1, -(-96 // rows[0][0].shape[0]))  # tiny images are enlarged so one can see them
-    if zoom > 1:
-        rows = [[np.repeat(np.repeat(t, zoom, 0), zoom, 1) for t in tiles] for tiles in rows]
-    h, w = rows[0][0].shape[:2]
-    gap, caption_w, header_h = 4, 110, 22
-    cols = len(rows[0])
-    canvas = np.full((header_h + len(rows) * (h + gap), caption_w + cols * (w + gap), 3), 255,
-                     np.uint8)
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    for j, text in enumerate(header):
-        cv2.putText(canvas, text, (caption_w + j * (w + gap), 15), font, scale, (0, 0, 0), 1)
-    for i, (tiles, label) in enumerate(zip(rows, labels, strict=True)):
-        y = header_h + i * (h + gap)
-        cv2.putText(canvas, str(label)[:16], (4, y + h // 2), font, scale, (0, 0, 0), 1)
-        for j, tile in enumerate(tiles):
-            x = caption_w + j * (w + gap)
-            canvas[y:y + h, x:x + w] = np.clip(np.rint(tile), 0, 255).astype(np.uint8)
-    with atomic_path(target) as tmp:
-        cv2.imwrite(str(tmp), canvas[..., ::-1])
-    return target

@@ -33,6 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from skinzoo import runtime
+from skinzoo.data.augment import augment_image, resolve_augment
+from skinzoo.data.hair import remove_hair
+from skinzoo.data.mixing import mix_batch
 from skinzoo.errors import DataError, ResourceError, UsageError
 
 log = logging.getLogger(__name__)
@@ -100,9 +104,7 @@ def _decode(contents, target_hw):
     a chain of three nested conds, each a function call per image (measured: ~1.04x less CPU per
     image, a small but consistent gain; bench/README.md "pipeline").
     """
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     th, tw = target_hw
 
     def jpeg():
@@ -126,9 +128,7 @@ def _centre_crop_resized(image, target_hw):
     float32 copy of the whole decoded image is made, and the crop is a slice rather than
     ``resize_with_crop_or_pad``'s dozen shape ops: 1.1-1.6x less CPU per image than ``_resize``.
     """
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     th, tw = target_hw
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.maximum(th / shape[0], tw / shape[1])
@@ -148,9 +148,7 @@ def _centre_crop_resized(image, target_hw):
 
 def _resize(image, target_hw, mode: str):
     """float32 (th, tw, 3) from a uint8 image: centre ``crop`` / ``pad`` (aspect kept) / ``squash``."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     th, tw = target_hw
     image = tf.cast(image, tf.float32)
     if mode == "squash":
@@ -170,9 +168,7 @@ def _resize(image, target_hw, mode: str):
 def _scaled(image, new_hw):
     """Area averaging to shrink (antialiased by construction), bilinear to enlarge. TF's
     ``antialias=True`` bilinear kernel costs ~5x the whole decode, so it is not used."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     shrinking = tf.reduce_any(tf.shape(image)[:2] > tf.convert_to_tensor(new_hw, tf.int32))
     return tf.cond(shrinking,
                    lambda: tf.image.resize(image, new_hw, method="area"),
@@ -182,9 +178,7 @@ def _scaled(image, new_hw):
 def decode_and_resize(contents, target_hw, resize: str):
     """uint8 (th, tw, 3) from encoded image bytes: the pipeline's decode + resize, pure TF ops, so
     an exported model's serving graph (skinzoo.deploy.export) runs exactly this code too."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     image = _decode(contents, target_hw)
     if resize == "crop":  # the default mode, on a leaner path with identical output
         image = _centre_crop_resized(image, target_hw)
@@ -194,19 +188,17 @@ def decode_and_resize(contents, target_hw, resize: str):
 
 
 def _hair_removed(image_uint8):
-    from skinzoo.data.hair import remove_hair
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     out = tf.numpy_function(lambda im: remove_hair(im), [image_uint8], tf.uint8, stateful=False)
     return tf.ensure_shape(out, image_uint8.shape)
 
 
-def _load_fn(target_hw, resize: str, hair_removal: bool):
-    """path -> uint8 (th, tw, 3): read, decode, resize, optional hair removal."""
-    from skinzoo.runtime import tf
+def image_loader(target_hw, resize: str, hair_removal: bool):
+    """A TF function path -> uint8 (th, tw, 3): read, decode, resize, optional hair removal.
 
-    tf = tf()
+    The one loader of every image stream here, public so that tools above the pipeline
+    (skinzoo.data.augmented_copy) make their images exactly as training does."""
+    tf = runtime.tf()
     if resize not in RESIZE_MODES:
         raise UsageError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
 
@@ -298,10 +290,8 @@ def _check_memory_cache(n: int, target_hw) -> None:
 
 def _image_stream(paths, target_hw, resize, hair_removal, cache):
     """Dataset of uint8 images for ``paths`` in order, cached as asked."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
-    ds = _path_stream(paths).map(_load_fn(target_hw, resize, hair_removal), num_parallel_calls=tf.data.AUTOTUNE)
+    tf = runtime.tf()
+    ds = _path_stream(paths).map(image_loader(target_hw, resize, hair_removal), num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "memory":
         _check_memory_cache(len(paths), target_hw)
         return ds.cache()
@@ -331,16 +321,13 @@ def make_dataset(paths, labels, num_classes: int, img_size, batch_size: int, tra
     - ``sample_weights``: per-sample float weights (e.g. ``balance.sample_weights_for``).
     - ``oversample`` (training only): draw classes equally from per-class streams; the dataset is
       then infinite — pass ``steps_per_epoch=balance.oversample_steps(len(labels), batch_size)``
-      to ``fit`` (also available as ``dataset.steps_per_epoch``).
+      to ``fit`` (nothing is attached to the dataset object).
     - ``mix``: a :class:`~skinzoo.data.mixing.Mix` (mixup / CutMix, training only); elements are
       then always ``(images, targets, weights)``, the weights carrying the mixed class weights.
     - ``metadata``: encoded patient metadata ``(N, width)`` (skinzoo.data.metadata); the inputs
       are then ``{"image": images, "metadata": vectors}``. Without it nothing changes.
     """
-    from skinzoo.data.augment import resolve_augment
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    runtime.tf()  # TensorFlow's start-up (quiet logs) before the first dataset op
     target_hw = image_hw(img_size)
     paths = _check_paths(paths)
     n = len(paths)
@@ -386,19 +373,12 @@ def make_dataset(paths, labels, num_classes: int, img_size, batch_size: int, tra
                              with_metadata=metadata is not None)
     if mix is not None and mix.active:
         ds = _mixed(ds, mix, seed)
-    if oversample:
-        from skinzoo.data.balance import oversample_steps
-
-        ds.steps_per_epoch = oversample_steps(n, batch_size)
     return ds
 
 
 def _mixed(ds, mix, seed: int):
     """Mixup / CutMix on whole batches, with per-batch stateless seeds (new every epoch)."""
-    from skinzoo.data.mixing import mix_batch
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     seeds = tf.data.Dataset.random(seed=seed + 7919, rerandomize_each_iteration=True).batch(2)
 
     def mixed(element, s):
@@ -419,10 +399,7 @@ def _checked_metadata(metadata, n: int) -> np.ndarray:
 def _augment_cast_batch(ds, aug, seed: int, batch_size: int, drop_remainder: bool, has_extras: bool,
                         with_metadata: bool = False):
     """The tail shared by every dataset: [augment] → float32 → batch → prefetch."""
-    from skinzoo.data.augment import augment_image
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     if aug.active:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
@@ -452,10 +429,7 @@ def make_array_dataset(images, labels, num_classes, batch_size: int, training: b
     """Like :func:`make_dataset` for images already in memory (uint8/float (N, H, W, 3) in
     [0, 255]): SMOTE-resampled pixels, or augmented views for the embedding cache
     (``force_augment`` augments without shuffling, so outputs stay aligned with inputs)."""
-    from skinzoo.data.augment import resolve_augment
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise UsageError(f"images must be (N, H, W, 3), got {images.shape}")
@@ -474,9 +448,7 @@ def make_array_dataset(images, labels, num_classes, batch_size: int, training: b
 
 def _with_extras(images, extras):
     """Elements ``(image, *extras)`` from an image dataset and per-sample arrays."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     if not extras:
         return images.map(lambda image: (image,))
     meta = tf.data.Dataset.from_tensor_slices(tuple(extras))
@@ -491,9 +463,7 @@ def _shuffle_buffer(n: int, target_hw, cache, share: int = 1) -> int:
 
 
 def _ordered_or_shuffled(paths, extras, target_hw, resize, hair_removal, cache, seed, training):
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     n = len(paths)
     if cache:
         images = _image_stream(paths, target_hw, resize, hair_removal, cache)
@@ -506,21 +476,17 @@ def _ordered_or_shuffled(paths, extras, target_hw, resize, hair_removal, cache, 
     ds = _with_extras(_path_stream(paths), extras)
     if training:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    load = _load_fn(target_hw, resize, hair_removal)
+    load = image_loader(target_hw, resize, hair_removal)
     return ds.map(lambda p, *m: (load(p), *m), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _path_stream(paths):
-    from skinzoo.runtime import tf
-
-    return tf().data.Dataset.from_tensor_slices(np.asarray(paths, dtype=object).astype(str))
+    return runtime.tf().data.Dataset.from_tensor_slices(np.asarray(paths, dtype=object).astype(str))
 
 
 def _oversampled(paths, labels, extras, target_hw, resize, hair_removal, cache, seed, batch_size):
     """Infinite stream drawing each present class with equal probability from its own stream."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     classes = np.unique(labels)
     streams = []
     for c in classes:
@@ -536,7 +502,7 @@ def _oversampled(paths, labels, extras, target_hw, resize, hair_removal, cache, 
         streams.append(s.shuffle(buffer, seed=seed + int(c), reshuffle_each_iteration=True).repeat())
     ds = tf.data.Dataset.sample_from_datasets(streams, seed=seed)
     if not cache:
-        load = _load_fn(target_hw, resize, hair_removal)
+        load = image_loader(target_hw, resize, hair_removal)
         ds = ds.map(lambda p, *m: (load(p), *m), num_parallel_calls=tf.data.AUTOTUNE)
     return ds
 
@@ -545,9 +511,7 @@ def load_images(paths, img_size, resize: str = "crop", hair_removal: bool = Fals
                 batch_size: int = 32) -> np.ndarray:
     """float32 (N, H, W, 3) in [0, 255]: the exact decode + resize of ``make_dataset``, no
     augmentation. For predict and Grad-CAM; a file that does not decode is named in a DataError."""
-    from skinzoo.runtime import tf
-
-    tf = tf()
+    tf = runtime.tf()
     target_hw = image_hw(img_size)
     paths = _check_paths(paths)
     if not paths:
@@ -568,10 +532,8 @@ def load_images(paths, img_size, resize: str = "crop", hair_removal: bool = Fals
 
 
 def _first_undecodable(paths, target_hw, resize) -> str | None:
-    from skinzoo.runtime import tf
-
-    tf = tf()
-    load = _load_fn(target_hw, resize, False)
+    tf = runtime.tf()
+    load = image_loader(target_hw, resize, False)
     for p in paths:
         try:
             load(tf.constant(p))

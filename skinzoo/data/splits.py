@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinzoo.data.sources import read_csv_table
 from skinzoo.errors import DataError, UsageError
 from skinzoo.fileio import write_text_atomic
 
@@ -154,6 +155,23 @@ def write_split_file(table: pd.DataFrame, split: pd.Series, path) -> Path:
     return write_text_atomic(path, out.to_csv(index=False))
 
 
+def read_split_table(path, columns=("path", "split"), hint: str | None = None) -> pd.DataFrame:
+    """The rows of a ``split.csv`` as a table of strings, as written (not matched to a dataset:
+    that is :func:`read_split_file`), for whoever only needs its paths, labels or sides.
+
+    Read with the dataset reader's robust CSV parsing (BOM, separators, stripped cells, empty
+    cells as NaN). A DataError names the file when it cannot be read or lacks one of ``columns``;
+    ``hint`` says what to do instead (default: make a new split file).
+    """
+    path = Path(path)
+    table = read_csv_table(path).drop(columns="_line")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{path} has no {', '.join(missing)} column",
+                        hint or f"make a new one: skinzoo data split DATA --out {path.name}")
+    return table
+
+
 def read_split_file(path, table: pd.DataFrame, allow_missing: bool = False) -> pd.Series:
     """The split stored in ``path``, aligned to ``table`` (index = ``table.index``).
 
@@ -164,8 +182,6 @@ def read_split_file(path, table: pd.DataFrame, allow_missing: bool = False) -> p
     (with ``label`` or, for a binary task, with the original ``dx``); no group is on two sides.
     Fold files (``split`` holding integers) come back as ints.
     """
-    from skinzoo.data.sources import read_csv_table
-
     path = Path(path)
     remake = f"make a new one: skinzoo data split DATA --out {path.name}"
     if not path.is_file():

@@ -34,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skinzoo.deploy.runtime import (
+from skinzoo.deploy.verify import meta_values, verify_export
+from skinzoo.errors import DataError, ModelError, UsageError
+from skinzoo.evaluate.exported import (
     BYTES_INPUT,
     BYTES_SIGNATURE,
     IMAGE_INPUT,
@@ -44,8 +46,6 @@ from skinzoo.deploy.runtime import (
     import_optional,
     info_path,
 )
-from skinzoo.deploy.verify import meta_values, verify_export
-from skinzoo.errors import DataError, ModelError, UsageError
 from skinzoo.fileio import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,9 @@ def export_inputs(model, img_size) -> ExportInputs:
 def probabilities_fn(model, inputs: ExportInputs):
     """``f(*tensors in model order) -> (N, K) float32``: the Keras model, with a single sigmoid
     unit expanded to ``[1 - p, p]`` so every export's columns line up with the class names."""
-    from skinzoo.runtime import tf
+    from skinzoo.runtime import tf as tf_runtime
 
-    tf = tf()
+    tf = tf_runtime()
 
     def probabilities(*tensors):
         out = model(list(tensors) if len(tensors) > 1 else tensors[0], training=False)
@@ -139,9 +139,9 @@ def _pixels_function(tf, model, inputs: ExportInputs):
 def write_savedmodel(model, inputs: ExportInputs, classes, resize: str, out) -> None:
     """A SavedModel with the encoded-bytes ``serving_default`` and the ``serving_pixels`` signature."""
     from skinzoo.data.pipeline import decode_and_resize
-    from skinzoo.runtime import tf
+    from skinzoo.runtime import tf as tf_runtime
 
-    tf = tf()
+    tf = tf_runtime()
     import keras
 
     probabilities = probabilities_fn(model, inputs)
@@ -177,9 +177,9 @@ def write_savedmodel(model, inputs: ExportInputs, classes, resize: str, out) -> 
 def write_tflite(model, inputs: ExportInputs, precision: str, out, calibration=None) -> None:
     """A TFLite flatbuffer; ``calibration`` (int8): ``(images, {meta name: array})`` from the
     training split, fed one sample at a time as the converter's representative dataset."""
-    from skinzoo.runtime import tf
+    from skinzoo.runtime import tf as tf_runtime
 
-    tf = tf()
+    tf = tf_runtime()
     import keras
 
     with tempfile.TemporaryDirectory(prefix="skinzoo-tflite-") as tmp:
@@ -220,9 +220,9 @@ def write_tflite(model, inputs: ExportInputs, precision: str, out, calibration=N
 
 def write_onnx(model, inputs: ExportInputs, out) -> None:
     """ONNX through tf2onnx (opset ``ONNX_OPSET``) from the same pixels function as TFLite."""
-    from skinzoo.runtime import tf
+    from skinzoo.runtime import tf as tf_runtime
 
-    tf = tf()
+    tf = tf_runtime()
     tf2onnx = import_optional("tf2onnx", "--format onnx")
     import_optional("onnxruntime", "checking an ONNX export")
     function = _pixels_function(tf, model, inputs)
@@ -249,15 +249,12 @@ def _first_line(err) -> str:
 
 
 def _run_table(loaded):
-    from skinzoo.data.sources import read_csv_table
+    from skinzoo.data.splits import read_split_table
 
     if loaded.run is None or not loaded.run.split.exists():
         return None
-    table = read_csv_table(loaded.run.split)
-    if not {"path", "split"} <= set(table.columns):
-        raise DataError(f"{loaded.run.split} has no path/split columns",
-                        "pass --check-images and --calibration-images explicitly")
-    table = table.copy()
+    table = read_split_table(loaded.run.split, ("path", "split"),
+                             hint="pass --check-images and --calibration-images explicitly")
     table["resolved"] = [os.path.realpath(p) for p in table["path"].astype(str)]
     return table
 

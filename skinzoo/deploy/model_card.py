@@ -14,11 +14,10 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-import pandas as pd
-
-from skinzoo.deploy.run_config import read_run_config
+from skinzoo.data.splits import read_split_table
 from skinzoo.evaluate.subgroups import dataset_metadata, group_labels
 from skinzoo.fileio import read_json, write_json_atomic, write_text_atomic
+from skinzoo.rundir import read_run_config
 
 CARD_MD = "MODEL_CARD.md"
 CARD_JSON = "model_card.json"
@@ -103,7 +102,7 @@ def _metadata_shares(loaded, config, data=None) -> dict | None:
     table, _ = dataset_metadata(loaded, data)
     if table is None or not loaded.run.split.is_file():
         return None
-    split = pd.read_csv(loaded.run.split, dtype=str)
+    split = read_split_table(loaded.run.split)
     train = {os.path.realpath(p) for p in split.loc[split["split"] == "train", "path"]}
     rows = table[table["resolved"].isin(train)]
     out = {"columns": [c for c in table.columns if c not in ("resolved",)]}

@@ -1,7 +1,7 @@
 """Verification of an export against the Keras model it came from.
 
 The written file is loaded back with the same loaders ``skinzoo predict`` uses
-(:mod:`skinzoo.deploy.runtime`) and run on the check images; its probabilities are compared with
+(:mod:`skinzoo.evaluate.exported`) and run on the check images; its probabilities are compared with
 the Keras model's on the same pixels (for the SavedModel's bytes signature: the same files, decoded
 in the graph versus by the training pipeline).
 """
@@ -95,7 +95,7 @@ def meta_values(loaded, inputs, paths, seed: int) -> tuple[dict[str, np.ndarray]
 
 def keras_probabilities(model, image_index: int, images, meta: dict, meta_order) -> np.ndarray:
     """``(N, K)`` probabilities of the Keras model on ``images`` + named extra inputs."""
-    from skinzoo.evaluate.metrics import as_class_probs
+    from skinzoo.metrics import as_class_probs
 
     arrays = [meta[name] for name in meta_order]
     arrays.insert(image_index, np.asarray(images, np.float32))
@@ -106,7 +106,7 @@ def keras_probabilities(model, image_index: int, images, meta: dict, meta_order)
 def verify_export(loaded, path, fmt: str, precision: str, inputs, check_paths, check_from: str,
                   seed: int, info: dict) -> dict:
     """Run the export at ``path`` and the Keras model on the check images; the JSON-ready result."""
-    from skinzoo.deploy.runtime import open_export
+    from skinzoo.evaluate.exported import open_export
     from skinzoo.evaluate.predict import load_images_tolerant
 
     images, ok, bad = load_images_tolerant(check_paths, loaded.img_size, loaded.resize)

@@ -35,7 +35,7 @@ def fit_temperature(y_val, probs_val) -> dict:
     """The T minimising validation NLL (bounded 1-D search over log T), with NLL/ECE before/after."""
     from scipy.optimize import minimize_scalar
 
-    from skinzoo.evaluate.metrics import expected_calibration_error
+    from skinzoo.metrics import expected_calibration_error
 
     y_val = np.asarray(y_val, dtype=int)
     probs_val = np.asarray(probs_val, dtype=np.float64)

@@ -12,7 +12,7 @@ members), so ``skinzoo evaluate DIR`` scores it on the same test split as its me
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,8 @@ import numpy as np
 from skinzoo.data.metadata import METADATA_FILE, METADATA_VALUES_FILE
 from skinzoo.errors import UsageError
 from skinzoo.fileio import write_json_atomic
+from skinzoo.models.files import load_model_file, save_model_atomic
+from skinzoo.rundir import RunDir, require_snapshots
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -35,39 +37,60 @@ class EnsembleResult:
 
 
 def make_ensemble(specs, out, weights=None, mean: str = "arithmetic", classes=None,
-                  unsafe: bool = False, batch_size: int = 32) -> EnsembleResult:
+                  unsafe: bool = False, batch_size: int = 32, snapshots: bool = False) -> EnsembleResult:
     """Build and write the ensemble of ``specs`` (run directories or model files).
 
     ``weights``: None (equal), a list, or ``"val"`` to fit them on the validation split the
     members share (refused when they do not share one: fitting on another member's training
-    images would flatter it).
+    images would flatter it). ``snapshots``: each spec is a run whose ``snapshots/`` (``skinzoo
+    train --snapshots K``) become the members, instead of the run's best model.
     """
     from skinzoo.evaluate.predict import resolve_model
     from skinzoo.models.ensemble import Member, build_ensemble, check_members, check_weights
 
     out = Path(out)
-    loaded = [resolve_model(s, classes=classes, unsafe=unsafe) for s in specs]
-    names = _unique([m.name for m in loaded])
+    if snapshots:
+        loaded, names = load_snapshot_members(specs, unsafe)
+    else:
+        loaded = [resolve_model(s, classes=classes, unsafe=unsafe) for s in specs]
+        names = _unique([m.name for m in loaded])
     members = [Member(m.model, n, list(m.classes), m.task, tuple(m.img_size), m.resize,
                       m.temperature, dict(m.metadata)) for m, n in zip(loaded, names, strict=True)]
     notes = check_members(members)
     split_run = shared_split_run(loaded)
     validation = {}
     if weights == "val":
-        if split_run is None:
-            raise UsageError("--weights val needs members trained on one shared split (the same "
-                             "split.csv), so that validation images are validation for all of them",
-                             "train the members with --split-file of one split, or give --weights")
+        require_shared_split(loaded, names)
         weights, validation = fit_on_validation(loaded, names, mean, batch_size)
     weights = check_weights(weights, len(members))
     model = build_ensemble(members, weights, mean, name="ensemble")
-    from skinzoo.train.callbacks import save_model_atomic
-
     if out.suffix.lower() in (".keras",):
         save_model_atomic(model, out)
         return EnsembleResult(out, None, weights, names, notes, validation)
-    run = _write_run_dir(out, model, loaded, names, weights, mean, split_run, validation)
+    run = _write_run_dir(out, model, loaded, names, weights, mean, split_run, validation, snapshots)
     return EnsembleResult(run / "best.keras", run, weights, names, notes, validation)
+
+
+def load_snapshot_members(specs, unsafe: bool = False) -> tuple[list, list[str]]:
+    """One member per snapshot of each run in ``specs``, with the run's classes, input size,
+    metadata and split (so validation weights and evaluation use the run's own split). Named
+    ``epoch_NNN@RUN``. No calibration temperature: the run's ``calibration.json`` was fitted for
+    its best model, not for these epochs."""
+    from skinzoo.evaluate.predict import resolve_model
+
+    loaded, names = [], []
+    for spec in specs:
+        path = Path(spec)
+        if not path.is_dir():
+            raise UsageError(f"--snapshots takes run directories; {path} is a file",
+                             "pass the run folder trained with --snapshots K (e.g. runs/NAME)")
+        files = require_snapshots(path)
+        base = resolve_model(path, unsafe=unsafe)
+        for f in files:
+            loaded.append(replace(base, model=load_model_file(f, unsafe=unsafe), source=f,
+                                  temperature=1.0, threshold=None, notes=[]))
+            names.append(f"{f.stem}@{path.name}")
+    return loaded, _unique(names)
 
 
 def _unique(names) -> list[str]:
@@ -81,7 +104,7 @@ def _unique(names) -> list[str]:
 
 def shared_split_run(loaded):
     """The run of the first member when every member is a run with the same split, else None."""
-    from skinzoo.evaluate import split_digest
+    from skinzoo.evaluate.evaluation import split_digest
 
     runs = [m.run for m in loaded]
     if any(r is None or not r.split.exists() for r in runs):
@@ -90,12 +113,36 @@ def shared_split_run(loaded):
     return runs[0] if len(digests) == 1 else None
 
 
+def require_shared_split(loaded, names) -> None:
+    """Refuse fitting weights unless every member is a run directory with the same split.csv,
+    saying which member is the problem."""
+    from skinzoo.evaluate.evaluation import split_digest
+
+    bare = [str(m.source) for m in loaded if m.run is None or not m.run.split.exists()]
+    if bare:
+        raise UsageError("fitting weights needs each member's validation split, but "
+                         + ", ".join(bare) + (" is a model file" if len(bare) == 1 else " are model files")
+                         + " without a run directory (no split.csv beside it): no shared split to fit on",
+                         "pass the members' run directories (runs/NAME, trained on one split), "
+                         "or give the weights yourself: --weights W1,W2,...")
+    digests = {}
+    for n, m in zip(names, loaded, strict=True):
+        digests.setdefault(split_digest(m.run), []).append(n)
+    if len(digests) > 1:
+        groups = "; ".join(", ".join(v) for v in digests.values())
+        raise UsageError("fitting weights needs members trained on one shared split, but their "
+                         f"split.csv differ ({groups}): one member's validation images may be "
+                         "another's training images, which would flatter it",
+                         f"train the members with --split-file {loaded[0].run.split}, "
+                         "or give the weights yourself: --weights W1,W2,...")
+
+
 def fit_on_validation(loaded, names, mean, batch_size) -> tuple[list[float], dict]:
     """Weights fitted on the shared VALIDATION split; and each member's and the ensemble's
     validation balanced accuracy (equal and fitted weights) to show what they changed."""
     from skinzoo.evaluate.calibration import apply_temperature
-    from skinzoo.evaluate.metrics import classification_metrics
     from skinzoo.evaluate.predict import eval_table, predict_paths, select_split
+    from skinzoo.metrics import classification_metrics
     from skinzoo.models.ensemble import combine, fit_weights
 
     probs, y, paths = [], None, None
@@ -119,14 +166,20 @@ def fit_on_validation(loaded, names, mean, batch_size) -> tuple[list[float], dic
     report = {name: bal(p) for name, p in zip(names, probs, strict=True)}
     report["ensemble (equal weights)"] = bal(combine(probs, [1.0] * len(probs), mean))
     report["ensemble (fitted weights)"] = bal(combine(probs, fitted, mean))
+    report["log_loss"] = {"equal": log_loss(combine(probs, [1.0] * len(probs), mean), y),
+                          "fitted": log_loss(combine(probs, fitted, mean), y)}
     report["n_val"] = len(y)
     return fitted, report
 
 
-def _write_run_dir(out: Path, model, loaded, names, weights, mean, split_run, validation) -> Path:
-    from skinzoo.train.callbacks import save_model_atomic
-    from skinzoo.train.run import RunDir
+def log_loss(probs, y) -> float:
+    """Mean negative log probability of the true class (what :func:`fit_weights` minimises)."""
+    p = np.asarray(probs, np.float64)[np.arange(len(y)), np.asarray(y, int)]
+    return float(-np.mean(np.log(np.clip(p, 1e-7, 1.0))))
 
+
+def _write_run_dir(out: Path, model, loaded, names, weights, mean, split_run, validation,
+                   snapshots: bool = False) -> Path:
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} already exists and is not empty",
                          "choose a new --out folder, or --out NAME.keras for a single file")
@@ -148,7 +201,7 @@ def _write_run_dir(out: Path, model, loaded, names, weights, mean, split_run, va
         "members": [{"name": n, "source": str(m.source), "img_size": list(m.img_size),
                      "temperature": m.temperature, "metadata": bool(m.metadata)}
                     for n, m in zip(names, loaded, strict=True)],
-        "weights": list(weights), "mean": mean,
+        "weights": list(weights), "mean": mean, "from_snapshots": bool(snapshots),
         "weights_fitted_on": "val" if validation else None, "validation": validation})
     save_model_atomic(model, run.best_model)
     return out

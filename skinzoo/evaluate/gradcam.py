@@ -1,12 +1,19 @@
 """Grad-CAM and Grad-CAM++ for any Keras image classifier, including nested backbones.
 
-The classic breakage: ``keras.Model(model.inputs, [backbone.get_layer(x).output, model.output])``
-fails when the conv layer lives inside a nested sub-model (``Sequential([MobileNetV2(...), ...])``)
-because the inner layer's tensor belongs to the inner graph. Here the forward pass is rebuilt
-level by level: at each level the graph is replayed on fresh inputs, the operation on the path to
-the target layer is swapped for a rebuilt copy of itself that also returns the target activation,
-and everything else is called as it is (weights are shared, nothing is copied except a linear
-twin of the output layer). So one model yields ``[activation, class scores, probabilities]``.
+One model yields ``[activation, class scores, probabilities]``, built one of two ways:
+
+- **public** (the target layer is a top-level layer, e.g. every zoo model and fused model):
+  ``keras.Model(model.inputs, [layer.output, scores, *model.outputs])``, public Keras only.
+- **replay** (the target lives inside a nested sub-model: ensembles, a backbone used as one layer,
+  ``Sequential([MobileNetV2(...), ...])``): the public form fails there because the inner layer's
+  tensor belongs to the inner graph. The forward pass is rebuilt level by level: at each level
+  the graph is replayed on fresh inputs, the operation on the path to the target layer is swapped
+  for a rebuilt copy of itself that also returns the target activation, and everything else is
+  called as it is. Replay needs Keras internals (``Functional._run_through_graph``,
+  ``Sequential._functional``), so it runs only on the Keras versions it was checked on
+  (skinzoo/keras_version.py) and otherwise refuses with a clear error.
+
+Either way weights are shared; nothing is copied except a linear twin of the output layer.
 
 Class scores are the logits when the output layer is a Dense/Activation with softmax or sigmoid
 (Grad-CAM is defined on pre-softmax scores; probabilities saturate near 0 and 1), otherwise the
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skinzoo.errors import ModelError, UsageError
+from skinzoo.keras_version import PRIVATE_USES, is_checked, range_text, version_text
 from skinzoo.progress import track
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,7 @@ _PREPROCESSING = ("InputLayer", "Rescaling", "Normalization", "Resizing", "Cente
                   "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
                   "RandomContrast", "RandomBrightness", "RandomCrop", "ZeroPadding2D")
 METHODS = ("gradcam", "gradcam++")
+REPLAY = "graph replay"  # the private Keras use in skinzoo/keras_version.py
 
 
 def output_names(stem: str, method: str) -> tuple[str, str]:
@@ -48,15 +57,35 @@ def output_names(stem: str, method: str) -> tuple[str, str]:
 # --- model structure -------------------------------------------------------------------------
 
 
-def _graph(model):
-    """The Functional graph behind a model (Sequential keeps one in ``_functional``), or None."""
+def _has_graph(model) -> bool:
+    """Functional and Sequential models have a layer graph; subclassed ones have no ``inputs``."""
     import keras
 
-    if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None)
-    if hasattr(model, "_run_through_graph") and hasattr(model, "_nodes_by_depth"):
-        return model
-    return None
+    return isinstance(model, keras.Sequential) or hasattr(model, "inputs")
+
+
+def _replay_graph(model, path):
+    """The Functional graph to replay for ``model`` (a Sequential keeps one in ``_functional``).
+    Private Keras: only on the checked versions, and a clear error when the symbols are gone."""
+    import keras
+
+    if not _has_graph(model):
+        raise ModelError(f"cannot trace model '{model.name}' ({type(model).__name__}): it is a "
+                         "subclassed model without a layer graph",
+                         "Grad-CAM needs a Functional or Sequential model (or one nesting them)")
+    checked = range_text(PRIVATE_USES[REPLAY].checked)
+    hint = (f"install keras{checked} (the version setup.cfg pins), or explain a top-level layer "
+            "with --layer NAME")
+    if not is_checked(REPLAY):
+        raise ModelError(f"Grad-CAM of layer {'/'.join(path)} inside a nested model replays the "
+                         f"model's graph with Keras internals checked on keras{checked} only; "
+                         f"this is Keras {version_text()}", hint)
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    if graph is None or not hasattr(graph, "_run_through_graph"):
+        raise ModelError(f"Keras {version_text()} has no Functional._run_through_graph / "
+                         "Sequential._functional, which Grad-CAM of a layer inside a nested "
+                         f"model ({'/'.join(path)}) needs", hint)
+    return graph
 
 
 def _is_model(layer) -> bool:
@@ -67,9 +96,7 @@ def _is_model(layer) -> bool:
 
 def _layers(model) -> list:
     """Layers in topological order (inputs first), input layers excluded."""
-    graph = _graph(model)
-    layers = graph.layers if graph is not None else model.layers
-    return [layer for layer in layers if type(layer).__name__ != "InputLayer"]
+    return [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
 
 
 def _output_shape(layer):
@@ -174,18 +201,30 @@ def _feature_map_paths(model, prefix=()):
 def _fresh_inputs(graph):
     import keras
 
-    return [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=_input_name(t))
+    from skinzoo.models.graph import input_name
+
+    return [keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=input_name(graph, t))
             for t in graph.inputs]
 
 
-def _input_name(tensor):
-    history = getattr(tensor, "_keras_history", None)
-    return history.operation.name if history is not None else None
+def _output_layer(graph):
+    from skinzoo.models.graph import producing_layer
+
+    return producing_layer(graph, graph.outputs[0])
 
 
-def _output_operation(graph):
-    history = getattr(graph.outputs[0], "_keras_history", None)
-    return history.operation if history is not None else None
+def _gives_logits(layer) -> str | None:
+    """How the class scores (logits) sit at ``layer``, the model's output layer: ``"dense"``
+    (a softmax/sigmoid Dense: its linear twin gives them), ``"input"`` (a softmax/sigmoid
+    Activation or Softmax: its input is them) or None (scores are the probabilities)."""
+    import keras
+
+    if isinstance(layer, keras.layers.Dense) and _activation_name(layer) in ("softmax", "sigmoid"):
+        return "dense"
+    if isinstance(layer, keras.layers.Softmax) or (isinstance(layer, keras.layers.Activation)
+                                                   and _activation_name(layer) in ("softmax", "sigmoid")):
+        return "input"
+    return None
 
 
 def _logit_twin(layer):
@@ -210,13 +249,10 @@ def _replay(model, path, want_logits: bool):
     activation at ``path`` exposed. ``score`` is the logits tensor or None."""
     import keras
 
-    graph = _graph(model)
-    if graph is None:
-        raise ModelError(f"cannot trace model '{model.name}' ({type(model).__name__}): it is a "
-                         "subclassed model without a layer graph",
-                         "Grad-CAM needs a Functional or Sequential model (or one nesting them)")
+    graph = _replay_graph(model, path)
     head, rest = path[0], path[1:]
-    out_op = _output_operation(graph) if want_logits else None
+    out_op = _output_layer(graph) if want_logits else None
+    logits = _gives_logits(out_op) if out_op is not None else None
     captured = {}
 
     def operation_fn(op):
@@ -235,16 +271,14 @@ def _replay(model, path, want_logits: bool):
                 captured["act"] = act
                 return outs[0] if len(outs) == 1 else outs
             return capture_nested
-        if op is out_op and isinstance(op, keras.layers.Dense) and \
-                _activation_name(op) in ("softmax", "sigmoid"):
+        if op is out_op and logits == "dense":
             twin = _logit_twin(op)
 
             def with_logits(x, *args, **kwargs):
                 captured["score"] = twin(x)
                 return op(x, *args, **kwargs)
             return with_logits
-        if op is out_op and isinstance(op, (keras.layers.Activation, keras.layers.Softmax)) and \
-                (isinstance(op, keras.layers.Softmax) or _activation_name(op) in ("softmax", "sigmoid")):
+        if op is out_op and logits == "input":
             def with_logits_input(x, *args, **kwargs):
                 captured["score"] = x
                 return op(x, *args, **kwargs)
@@ -254,8 +288,7 @@ def _replay(model, path, want_logits: bool):
     inputs = _fresh_inputs(graph)
     outputs = graph._run_through_graph(inputs, operation_fn=operation_fn)
     if "act" not in captured:
-        raise ModelError(f"layer {'/'.join(path)} is not on the path from the inputs to the output "
-                         f"of model '{model.name}'", "pick another --layer, or --layer auto")
+        raise _not_on_path(model, path)
     return inputs, captured["act"], keras.tree.flatten(outputs), captured.get("score")
 
 
@@ -277,21 +310,66 @@ class CamModel:
     score_is_logits: bool
     image_index: int
     num_outputs: int  # width of the original output: 1 for a sigmoid model
+    route: str = "public"  # "public" (top-level layer) or "replay" (inside a nested model)
 
 
 def build_cam_model(model, layer: str = "auto") -> CamModel:
-    """Rebuild ``model`` so one call returns the feature map at ``layer`` and the class scores."""
+    """Rebuild ``model`` so one call returns the feature map at ``layer`` and the class scores:
+    the public route for a top-level layer, graph replay for one inside a nested model (or a
+    top-level layer called more than once, whose ``output`` Keras cannot name)."""
+    path = find_target_layer(model) if layer in (None, "auto") else find_layer_path(model, layer)
+    cam = public_cam_model(model, path) if len(path) == 1 else None
+    return cam if cam is not None else replayed_cam_model(model, path)
+
+
+def public_cam_model(model, path) -> CamModel | None:
+    """``keras.Model(model.inputs, [layer.output, scores, probabilities])`` for a top-level layer
+    (``path == [name]``), or None when the layer has no single output tensor (called twice)."""
     import keras
 
-    path = find_target_layer(model) if layer in (None, "auto") else find_layer_path(model, layer)
+    from skinzoo.models.graph import producing_layer
+
+    if not _has_graph(model):
+        return None  # a subclassed model: replay says why it cannot be traced
+    try:
+        act = model.get_layer(path[0]).output
+    except (AttributeError, ValueError):
+        return None
+    probs = model.outputs[0]
+    try:  # the layers the first output depends on (Keras refuses an input it does not use)
+        on_path = keras.Model(model.inputs, probs).layers
+    except ValueError:
+        return None
+    if not any(layer.name == path[0] for layer in on_path):
+        raise _not_on_path(model, path)
+    out_layer = producing_layer(model, probs)
+    logits = _gives_logits(out_layer) if out_layer is not None else None
+    score = _logit_twin(out_layer)(out_layer.input) if logits == "dense" else \
+        out_layer.input if logits == "input" else None
+    return _cam_model(model, path, model.inputs, act, probs, score, "public")
+
+
+def replayed_cam_model(model, path) -> CamModel:
+    """The same by graph replay (private Keras, gated): any layer, at any nesting depth."""
     inputs, act, outputs, score = _replay(model, path, want_logits=True)
+    return _cam_model(model, path, inputs, act, outputs[0], score, "replay")
+
+
+def _cam_model(model, path, inputs, act, probs, score, route: str) -> CamModel:
+    import keras
+
     if len(act.shape) != 4:
         raise UsageError(f"layer {'/'.join(path)} outputs shape {tuple(act.shape)}, not a feature map",
                          "Grad-CAM needs a layer with a (batch, h, w, channels) output; try --layer auto")
-    probs = outputs[0]
     cam = keras.Model(inputs, [act, score if score is not None else probs, probs],
                       name=f"{model.name}_gradcam")
-    return CamModel(cam, path, score is not None, image_input_index(model), int(probs.shape[-1]))
+    return CamModel(cam, path, score is not None, image_input_index(model), int(probs.shape[-1]),
+                    route)
+
+
+def _not_on_path(model, path):
+    return ModelError(f"layer {'/'.join(path)} is not on the path from the inputs to the output "
+                      f"of model '{model.name}'", "pick another --layer, or --layer auto")
 
 
 # --- the heatmaps --------------------------------------------------------------------------------
@@ -323,9 +401,9 @@ class GradCam:
         return self.cam.layer_path
 
     def _compiled_step(self):
-        from skinzoo.runtime import tf
+        from skinzoo.runtime import tf as start_tensorflow
 
-        tf = tf()
+        tf = start_tensorflow()
         cam, plusplus = self.cam, self.method == "gradcam++"
         binary = cam.num_outputs == 1
 
@@ -363,7 +441,7 @@ class GradCam:
 
     def predict_probs(self, inputs, batch_size: int = 32) -> np.ndarray:
         """``(N, K)`` probabilities from the rebuilt model (equals the original model's)."""
-        from skinzoo.evaluate.metrics import as_class_probs
+        from skinzoo.metrics import as_class_probs
 
         n = len(inputs[0])
         out = []
@@ -384,7 +462,7 @@ class GradCam:
         n = len(inputs[0])
         if class_index is None:
             probs = self.predict_probs(inputs, batch_size)
-            from skinzoo.evaluate.metrics import predicted_classes
+            from skinzoo.metrics import predicted_classes
 
             class_index = predicted_classes(probs, threshold if probs.shape[1] == 2 else None)
         class_index = np.broadcast_to(np.asarray(class_index, dtype=np.int32), (n,)).copy()

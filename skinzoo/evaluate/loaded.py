@@ -1,7 +1,7 @@
 """The model-plus-context record every prediction path passes around.
 
 Its own module, below both :mod:`skinzoo.evaluate.predict` (which loads .keras files and runs) and
-:mod:`skinzoo.deploy.runtime` (which loads exports), so neither has to import the other to build one.
+:mod:`skinzoo.evaluate.exported` (which loads exports), so neither has to import the other to build one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class LoadedModel:
     resize: str = "crop"
     task: str = "multiclass"
     source: Path | None = None
-    run: object | None = None  # skinzoo.train.run.RunDir when loaded from a run
+    run: object | None = None  # skinzoo.rundir.RunDir when loaded from a run
     temperature: float = 1.0
     threshold: dict | None = None  # threshold.json contents (binary runs)
     notes: list[str] = field(default_factory=list)

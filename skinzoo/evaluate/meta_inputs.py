@@ -47,8 +47,10 @@ def model_encodings(model, run=None) -> dict[str, MetadataEncoding]:
 
 
 def input_names(model) -> list[str]:
-    return [t._keras_history.operation.name if hasattr(t, "_keras_history") else f"input_{i}"
-            for i, t in enumerate(model.inputs)]
+    """Names of ``model``'s inputs, in order: the names ``--meta`` and metadata encodings use."""
+    from skinzoo.models.graph import input_names as graph_input_names
+
+    return graph_input_names(model)
 
 
 def meta_from_text(encodings: dict, text: str | None, raw_inputs=(), option: str = "--meta") -> dict:

@@ -3,8 +3,9 @@ names, assembling its inputs, test-time augmentation, and per-file error handlin
 
 A model is given as a run directory (``best.keras`` + ``classes.json`` + optional
 ``calibration.json`` / ``threshold.json``) or as a ``.keras`` file a user brings. Files are
-loaded with ``safe_mode=True``: a Lambda layer carrying Python code is refused unless the user
-says ``--unsafe``, because loading it would run that code.
+loaded by :func:`skinzoo.models.files.load_model_file` with ``safe_mode=True``: a Lambda layer
+carrying Python code is refused unless the user says ``--unsafe``, because loading it would run
+that code.
 """
 
 from __future__ import annotations
@@ -15,95 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
-from skinzoo.errors import DataError, ModelError, UsageError
+from skinzoo.errors import DataError, UsageError
 from skinzoo.evaluate.loaded import LoadedModel
 from skinzoo.evaluate.meta_inputs import (
     chunk_inputs,
+    input_names,
     missing_metadata,
     model_encodings,
     rows_by_path,
 )
-from skinzoo.fileio import NotRegularFile, check_regular_file, read_json
+from skinzoo.fileio import read_json
 from skinzoo.progress import Progress
+from skinzoo.rundir import RunDir, find_latest_run
 
 log = logging.getLogger(__name__)
 
-MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 # Dihedral views: flips first (valid for any shape), then the rotations (square images only).
 TTA_VIEWS = ("identity", "hflip", "vflip", "rot180", "rot90", "rot270", "transpose", "antitranspose")
 
 
 # --- loading ---------------------------------------------------------------------------------
-
-
-def load_model_file(path, unsafe: bool = False):
-    """``keras.models.load_model(path, safe_mode=not unsafe)`` with every failure a ModelError."""
-    from skinzoo.runtime import tf
-
-    tf()
-    import keras
-
-    _register_custom_layers()
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file {path} does not exist", "check the path")
-    if path.is_dir():
-        raise ModelError(f"{path} is a folder, not a model file",
-                         "pass a run directory made by `skinzoo train`, or a .keras file")
-    try:  # a FIFO named model.keras would block the reader forever, a device never end
-        check_regular_file(path)
-    except NotRegularFile as err:
-        raise ModelError(f"model file {path} {err}", "pass a .keras file or a run directory") from None
-    if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise ModelError(f"{path} is not a Keras model file (expected .keras or .h5)",
-                         "save models with model.save('model.keras')")
-    _check_container(path)
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
-    except Exception as err:  # noqa: BLE001 - keras raises ValueError/OSError/zip errors/...
-        text = str(err)
-        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
-            raise ModelError(f"{path} contains a Lambda layer with Python code, which is not "
-                             "loaded by default (loading it runs that code)",
-                             "pass --unsafe only if you trust where the file came from") from None
-        first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
-        raise ModelError(f"cannot load {path} as a Keras model: {first}",
-                         "the file is damaged, not a model, or needs custom layers this version "
-                         "of skinzoo does not define; re-save it with model.save('x.keras')") from None
-
-
-def _check_container(path: Path) -> None:
-    """Refuse a file whose bytes are not the container its suffix promises, before Keras reads
-    it: Keras reports a text file named ``.keras`` as "File not found", which misleads."""
-    import zipfile
-
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as err:
-        raise ModelError(f"cannot read model file {path}: {err.strerror or err}",
-                         "check the file permissions") from None
-    if path.suffix.lower() == ".keras":
-        ok = zipfile.is_zipfile(path)
-        expected = "a zip archive"
-    else:
-        ok = head == b"\x89HDF\r\n\x1a\n"
-        expected = "an HDF5 file"
-    if not ok:
-        what = "an empty file" if not head else f"a file starting {head!r}"
-        raise ModelError(f"cannot load {path} as a Keras model: a {path.suffix} model is "
-                         f"{expected}, this is {what}",
-                         "pass the best.keras of a run (or a file saved with model.save('x.keras'))")
-
-
-def _register_custom_layers():
-    # skinzoo's own layers register themselves on import; a model file may use them.
-    try:
-        import skinzoo.models.ensemble  # noqa: F401
-        import skinzoo.models.fusion  # noqa: F401
-        import skinzoo.models.layers  # noqa: F401
-    except ImportError:
-        pass
 
 
 def output_width(model) -> int:
@@ -124,7 +56,10 @@ def parse_classes(text: str | None) -> list[str] | None:
 def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs",
                   calibrated: bool = True) -> LoadedModel:
     """A run directory, a model file, or (``spec=None``) the latest run under ``runs_root``."""
-    from skinzoo.train.run import RunDir, find_latest_run
+    # skinzoo's fusion and ensemble layers register with Keras on import: a run's model may hold them.
+    import skinzoo.models.ensemble  # noqa: F401
+    import skinzoo.models.fusion  # noqa: F401
+    from skinzoo.models.files import load_model_file
 
     classes = parse_classes(classes) if isinstance(classes, str) else classes
     if spec is None:
@@ -133,7 +68,7 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
         path = Path(spec)
         if not path.exists():
             raise UsageError(f"{path} does not exist", "pass a run directory or a .keras model file")
-        from skinzoo.deploy.runtime import export_format, load_export
+        from skinzoo.evaluate.exported import export_format, load_export
 
         if export_format(path) is not None:  # SavedModel / TFLite / ONNX from `skinzoo export`
             return load_export(path, classes)
@@ -261,8 +196,7 @@ def model_inputs(model, images, meta: dict | None = None, warn: bool = True) -> 
     meta = dict(meta or {})
     img_i = image_input_index(model)
     n = len(images)
-    names = [t._keras_history.operation.name if hasattr(t, "_keras_history") else f"input_{i}"
-             for i, t in enumerate(model.inputs)]
+    names = input_names(model)
     unknown = [k for k in meta if k not in names or k == names[img_i]]
     if unknown:  # refused before anything is filled in or announced
         others = [name for i, name in enumerate(names) if i != img_i]
@@ -323,8 +257,8 @@ def tta_views(images, n: int) -> list[np.ndarray]:
 def predict_view_probs(model, images, meta=None, batch_size: int = 32, tta: int = 1,
                        warn: bool = True) -> np.ndarray:
     """``(V, N, K)`` uncalibrated class probabilities (K >= 2), one slice per TTA view."""
-    from skinzoo.deploy.runtime import ExportedModel
-    from skinzoo.evaluate.metrics import as_class_probs
+    from skinzoo.evaluate.exported import ExportedModel
+    from skinzoo.metrics import as_class_probs
 
     images = np.asarray(images, np.float32)
     if isinstance(model, ExportedModel):  # an export runs through its own runtime
@@ -412,6 +346,19 @@ class Prediction:
     error: str | None = None
 
 
+def predict_split(loaded, eval_set, tta, batch_size):
+    """``(views, labels, readable paths, errors)`` of one split's images; unreadable ones are
+    skipped with a warning, none readable is a UsageError."""
+    views, ok, errors = predict_paths(loaded, eval_set.paths, batch_size, tta)
+    keep = np.isin(np.asarray(eval_set.paths), ok)
+    for path, message in errors.items():
+        log.warning("warning: skipped %s: %s", path, message)
+    if not ok:
+        raise UsageError(f"none of the {len(eval_set.paths)} images of the {eval_set.split} split "
+                         "could be read", "run `skinzoo data check` on the dataset")
+    return views, eval_set.labels[keep], ok, errors
+
+
 def predict_paths(loaded: LoadedModel, paths, batch_size: int = 32, tta: int = 1, meta=None,
                   chunk: int | None = None) -> tuple[np.ndarray, list[str], dict[str, str]]:
     """``(views (V, N, K) uncalibrated, ok_paths, {bad_path: message})`` for image files.
@@ -494,13 +441,10 @@ def eval_table(loaded: LoadedModel, data=None):
         if run is None or not run.split.exists():
             raise UsageError("no data to evaluate on: this model has no run split.csv",
                              "pass --data DATASET (and --classes if the model has no classes.json)")
-        from skinzoo.data.sources import read_csv_table
+        from skinzoo.data.splits import read_split_table
 
-        table = read_csv_table(run.split)
-        missing = [c for c in ("path", "label", "split") if c not in table.columns]
-        if missing:
-            raise DataError(f"{run.split} has no {', '.join(missing)} column",
-                            "pass --data DATASET to evaluate on the dataset itself")
+        table = read_split_table(run.split, ("path", "label", "split"),
+                                 hint="pass --data DATASET to evaluate on the dataset itself")
         if loaded.metadata:
             loaded.meta_rows = rows_by_path(loaded.metadata, table["path"], run=run)
         return table[["path", "label", "split"]].copy(), f"{run.split}"

@@ -84,7 +84,7 @@ def plot_roc(y_true, probs, classes, path) -> Path:
 
 def plot_reliability(y_true, probs, path, probs_uncalibrated=None) -> Path:
     """Reliability diagram: accuracy vs confidence per bin; the diagonal is perfect calibration."""
-    from skinzoo.evaluate.metrics import expected_calibration_error, reliability_bins
+    from skinzoo.metrics import expected_calibration_error, reliability_bins
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -141,13 +141,16 @@ def plot_gallery(items, classes, path, title: str) -> Path | None:
     """A grid: each column one image, top row the image, bottom row its Grad-CAM overlay.
 
     ``items``: dicts with ``image`` (H, W, 3 in 0-255), ``overlay`` (uint8 or None), ``true``,
-    ``pred`` (class indices), ``prob`` (probability of the predicted class), ``name``.
+    ``pred`` (class indices), ``prob`` (probability of the predicted class), ``name``, and for a
+    model that takes metadata ``meta`` (the caption of :func:`metadata_caption`, written under
+    the column).
     """
     if not items:
         return None
     plt = _plt()
     n = len(items)
-    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.6), squeeze=False)
+    has_meta = any(item.get("meta") for item in items)
+    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 5.0 if has_meta else 4.6), squeeze=False)
     for j, item in enumerate(items):
         ok = item["true"] == item["pred"]
         axes[0, j].imshow(np.clip(item["image"], 0, 255).astype(np.uint8))
@@ -155,10 +158,51 @@ def plot_gallery(items, classes, path, title: str) -> Path | None:
                              f"{item['prob']:.2f}", fontsize=8, color="green" if ok else "red")
         if item.get("overlay") is not None:
             axes[1, j].imshow(item["overlay"])
+        if item.get("meta"):
+            axes[1, j].text(0.5, -0.04, item["meta"], transform=axes[1, j].transAxes, ha="center",
+                            va="top", fontsize=7)
         for ax in axes[:, j]:
             ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return _save(fig, Path(path))
+
+
+def metadata_caption(encoding, vector) -> str:
+    """The values an encoded metadata vector holds, one field per line (``age 55``, ``sex
+    female``, ``site back``; ``missing`` where the field is missing). Decoded from what the model
+    was fed, so an unseen category shows as missing, as the model saw it."""
+    vector = np.asarray(vector, np.float64).reshape(-1)
+    lines, start = [], 0
+    for f in encoding.fields:
+        values = vector[start:start + f.width]
+        missing = f.indicator and values[-1] > 0.5
+        if f.kind == "numeric":
+            text = "missing" if missing else f"{round(values[0] * f.scale + f.offset, 1):g}"
+        else:
+            slots = values[:len(f.categories)]
+            text = "missing" if missing or not len(slots) or slots.max() < 0.5 \
+                else f.categories[int(np.argmax(slots))]
+        lines.append(f"{f.name} {text}")
+        start += f.width
+    return "\n".join(lines)
+
+
+def metadata_captions(encodings: dict, inputs: dict | None, n: int) -> list[str | None]:
+    """One caption per image for the gallery: ``encodings`` ``{input name: MetadataEncoding}``,
+    ``inputs`` ``{input name: (N, W) or (1, W) vectors}`` as fed to the model; ``[None] * n``
+    for a model without encoded metadata."""
+    if not encodings or not inputs:
+        return [None] * n
+    per_input = []
+    for name, encoding in encodings.items():
+        if name not in inputs:
+            continue
+        rows = np.asarray(inputs[name], np.float32).reshape(-1, encoding.width)
+        rows = np.broadcast_to(rows, (n, encoding.width)) if len(rows) == 1 else rows
+        per_input.append([metadata_caption(encoding, row) for row in rows])
+    if not per_input:
+        return [None] * n
+    return ["\n".join(parts) for parts in zip(*per_input, strict=True)]
 
 
 # --- the report folder ---------------------------------------------------------------------
@@ -177,7 +221,7 @@ def write_report(out_dir, metrics: dict, y_true, probs, classes, history_csv=Non
 
     ``gallery``: ``{class name: [item, ...]}`` (see :func:`plot_gallery`), correct and wrong mixed.
     """
-    from skinzoo.evaluate.metrics import predicted_classes
+    from skinzoo.metrics import predicted_classes
 
     out = Path(out_dir)
     try:

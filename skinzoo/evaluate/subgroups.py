@@ -1,7 +1,7 @@
 """Per-subgroup metrics (sex, age bands, anatomical site, any other metadata column).
 
 For each group: the image count, counts per class, balanced accuracy with a bootstrap interval
-(:func:`skinzoo.evaluate.metrics.bootstrap_ci`, the same resampling as the headline metrics) and,
+(:func:`skinzoo.metrics.bootstrap_ci`, the same resampling as the headline metrics) and,
 for binary tasks, sensitivity and specificity at the evaluation's threshold with intervals.
 
 A group is flagged only when its interval's UPPER bound is below the overall point estimate:
@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from skinzoo.data.metadata import attach_columns
-from skinzoo.deploy.run_config import read_run_config
 from skinzoo.errors import DataError, UsageError
+from skinzoo.rundir import read_run_config
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _many_numbers(values: pd.Series) -> bool:
 def subgroup_metrics(y_true, probs, classes, groups: dict[str, np.ndarray], threshold=None,
                      n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """``{"overall": {...}, "columns": {column: {group: row}}, "flagged": [...]}``."""
-    from skinzoo.evaluate.metrics import classification_metrics
+    from skinzoo.metrics import classification_metrics
 
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
@@ -133,7 +133,7 @@ def _point_values(y, probs, classes, threshold, binary, classification_metrics) 
 
 
 def _sens_spec(y, probs, threshold) -> dict:
-    from skinzoo.evaluate.metrics import predicted_classes
+    from skinzoo.metrics import predicted_classes
 
     pred = predicted_classes(probs, threshold)
     pos, neg = y == 1, y == 0
@@ -142,7 +142,7 @@ def _sens_spec(y, probs, threshold) -> dict:
 
 
 def _group_row(y, probs, classes, threshold, binary, overall, n_bootstrap, seed) -> dict:
-    from skinzoo.evaluate.metrics import bootstrap_ci, classification_metrics
+    from skinzoo.metrics import bootstrap_ci, classification_metrics
 
     row = _point_values(y, probs, classes, threshold, binary, classification_metrics)
     row["class_counts"] = {classes[c]: int((y == c).sum()) for c in range(len(classes)) if (y == c).any()}

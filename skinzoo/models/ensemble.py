@@ -202,7 +202,17 @@ def combine(probs, weights, mean: str = "arithmetic") -> np.ndarray:
 
 def fit_weights(probs, y, mean: str = "arithmetic") -> list[float]:
     """Member weights on the simplex minimising the log loss of ``combine(probs)`` on labels
-    ``y``: give it VALIDATION predictions only."""
+    ``y``: give it VALIDATION predictions only.
+
+    Why log loss and not balanced accuracy: balanced accuracy is a step function of the weights
+    (it changes only when some image's arg-max flips), so on a few hundred validation images a
+    search over it lands on whichever flat plateau happened to catch a handful of rare-class
+    images, and it says nothing about weights that shift probabilities without flipping a
+    decision. Log loss is smooth, uses every image's full probability, and its minimiser is the
+    best-calibrated mixture; the caller prints validation balanced accuracy with equal and fitted
+    weights so a user sees what the fit did to the decision metric. The search is deterministic:
+    a softmax parametrisation (weights > 0, summing to 1) started at equal weights, Nelder-Mead
+    for up to 3 members, Powell beyond (no random restarts)."""
     from scipy.optimize import minimize
 
     probs = np.asarray(probs, np.float64)

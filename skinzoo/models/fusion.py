@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from skinzoo.data.metadata import DEFAULT_DROPOUT, MetadataEncoding
 from skinzoo.errors import ModelError
+from skinzoo.models.graph import input_name
 from skinzoo.models.layers import keras, predictions
 from skinzoo.models.transfer import EMBEDDING, build_head, embedding_layer
 
@@ -139,18 +140,17 @@ def encodings_of(model) -> dict[str, MetadataEncoding]:
     """``{input name: encoding}`` for every metadata input of ``model`` (nested models too):
     read from the :class:`MetadataDropout` layer each metadata input feeds."""
     found = {}
-    for layer in _walk(model):
+    for owner, layer in _walk(model):
         if isinstance(layer, MetadataDropout):
-            source = layer.input
-            history = getattr(source, "_keras_history", None)
-            name = history.operation.name if history is not None else METADATA_INPUT
+            name = input_name(owner, layer.input) or METADATA_INPUT
             found[name] = MetadataEncoding.from_dict(layer.encoding, f"layer {layer.name}")
     return found
 
 
 def _walk(model):
+    """``(model owning the layer, layer)`` for every layer, nested models included."""
     for layer in getattr(model, "layers", []):
-        yield layer
+        yield model, layer
         if isinstance(layer, keras.Model):
             yield from _walk(layer)
 

@@ -6,7 +6,15 @@ number of classes, and end in the zoo's ``predictions`` layer.
 
 from __future__ import annotations
 
-from skinzoo.models.layers import ImagePreprocess, color_corrected, image_input, keras, predictions
+from skinzoo.models.layers import (
+    ImagePreprocess,
+    color_corrected,
+    drop_path_rates,
+    image_input,
+    keras,
+    predictions,
+    residual_branch,
+)
 from skinzoo.models.registry import register_model
 
 layers = keras.layers
@@ -17,14 +25,17 @@ layers = keras.layers
     description="Compact residual net (BN, 3 stages, ~0.7M params); the CPU default.",
 )
 def compact_resnet(num_classes, input_shape, weights=None, *, width=32, blocks=(2, 2, 2),
-                   dropout=0.2, stem_stride=1, color_constancy=None):
+                   dropout=0.2, stem_stride=1, drop_path=0.0, avg_down=False,
+                   color_constancy=None):
     """A narrow pre-activation-free ResNet for 64–128 px inputs on a CPU.
 
     Stem: 3x3 conv (``stem_stride``) + BN + ReLU. Then ``len(blocks)`` stages of basic residual
     blocks with ``width * 2**i`` channels, each stage halving the resolution in its first block
-    (projection shortcut: strided 1x1 conv + BN). The last BN of each block starts at zero
-    (Goyal et al.: every block is the identity at init), which lets it train with a high
-    learning rate from the first epoch. Global average pooling (``embedding``), dropout, output.
+    (projection shortcut: strided 1x1 conv + BN, or with ``avg_down`` a 2x2 average pool then a
+    1x1 conv, ResNet-D, so the shortcut sees every pixel). The last BN of each block starts at
+    zero (Goyal et al.: every block is the identity at init), which lets it train with a high
+    learning rate from the first epoch. ``drop_path``: stochastic depth, the rate rising linearly
+    to this value at the last block. Global average pooling (``embedding``), dropout, output.
     """
     inputs = image_input(input_shape)
     x = ImagePreprocess("unit", name="preprocess")(color_corrected(inputs, color_constancy))
@@ -32,23 +43,37 @@ def compact_resnet(num_classes, input_shape, weights=None, *, width=32, blocks=(
                       name="stem_conv")(x)
     x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
+    rates = iter(drop_path_rates(drop_path, sum(blocks)))
     for stage, n_blocks in enumerate(blocks):
         filters = width * 2**stage
         for block in range(n_blocks):
-            x = _basic_block(x, filters, stride=2 if block == 0 else 1,
-                             name=f"stage{stage + 1}_block{block + 1}")
+            x = _basic_block(x, filters, stride=2 if block == 0 else 1, drop_path=next(rates),
+                             avg_down=avg_down, name=f"stage{stage + 1}_block{block + 1}")
     x = layers.GlobalAveragePooling2D(name="embedding")(x)
     if dropout:
         x = layers.Dropout(dropout, name="head_dropout")(x)
     return keras.Model(inputs, predictions(x, num_classes), name="compact_resnet")
 
 
-def _basic_block(x, filters, stride, name):
+# The same net at twice the input side for the same cost: a stride-2 stem brings 128 px to the
+# 64x64 grid where the 64 px net's stem works, so the stages cost what they did, while the stem
+# (learned, not bilinear, downsampling) sees the fine pigment network that 64 px averages away.
+# ResNet-D shortcuts and stochastic depth 0.1 are its regularisers (#12 item 6).
+register_model(
+    "compact_resnet_128", family="resnet", default_size=128, default_batch=32, default_lr=2e-3,
+    description="compact_resnet at 128 px: stride-2 stem, ResNet-D shortcuts, stochastic depth.",
+    stem_stride=2, avg_down=True, drop_path=0.1,
+)(compact_resnet)
+
+
+def _basic_block(x, filters, stride, name, drop_path=0.0, avg_down=False):
     """conv3x3-BN-ReLU-conv3x3-BN (+ shortcut) → ReLU; the second BN's gamma starts at zero."""
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
-                                 name=f"{name}_0_conv")(x)
+        if avg_down and stride != 1:
+            shortcut = layers.AveragePooling2D(stride, padding="same", name=f"{name}_0_pool")(x)
+        shortcut = layers.Conv2D(filters, 1, strides=1 if avg_down else stride, use_bias=False,
+                                 name=f"{name}_0_conv")(shortcut)
         shortcut = layers.BatchNormalization(momentum=0.9, name=f"{name}_0_bn")(shortcut)
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
                       name=f"{name}_1_conv")(x)
@@ -56,6 +81,7 @@ def _basic_block(x, filters, stride, name):
     x = layers.ReLU(name=f"{name}_1_relu")(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(x)
     x = layers.BatchNormalization(momentum=0.9, gamma_initializer="zeros", name=f"{name}_2_bn")(x)
+    x = residual_branch(x, drop_path, name=f"{name}_drop")
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.ReLU(name=f"{name}_out")(x)
 

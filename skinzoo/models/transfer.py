@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from skinzoo.errors import ModelError
+from skinzoo.models.files import load_model_file
 from skinzoo.models.layers import ImagePreprocess, color_corrected, image_input, keras, predictions
 from skinzoo.models.registry import register_model
 
@@ -172,7 +173,7 @@ def _keras_backbone(app, x, weights, **kwargs):
     path = W.check_weights_path(weights)
     backbone = W.keras_application(app, weights=None, include_top=False, input_tensor=x, **kwargs)
     if path.name.endswith(".keras"):
-        source = W.load_model_file(path)
+        source = load_model_file(path)
         W.copy_weights_by_name(source, backbone, required=W.backbone_layer_names(backbone))
     else:
         W.load_weights_file(backbone, path)

@@ -15,6 +15,7 @@ import urllib.error
 from pathlib import Path
 
 from skinzoo.errors import ModelError
+from skinzoo.models.files import load_model_file
 from skinzoo.models.layers import keras
 
 KERAS_RESNETS = {50: "ResNet50", 101: "ResNet101", 152: "ResNet152"}
@@ -109,14 +110,6 @@ def _resnet_from_file(app: str, weights):
     reference = keras_application(app, weights=None, include_top=include_top, input_shape=shape)
     load_weights_file(reference, path)
     return reference
-
-
-def load_model_file(path: Path):
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:
-        raise ModelError(f"cannot read model file {path}: {err}",
-                         "pass a .keras file saved by Keras 3, or a weights .h5 file.") from err
 
 
 def load_weights_file(model, path: Path) -> None:

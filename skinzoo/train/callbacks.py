@@ -6,12 +6,13 @@ harmless: on resume, history rows at or after the backup's epoch are dropped (th
 trained again), so every epoch appears exactly once.
 
 An epoch cut short (NaN loss, Ctrl-C) is *aborted*: it writes no history row, no checkpoint and
-no backup, so the last good state stays on disk.
+no backup, so the last good state stays on disk. The callbacks share that through one
+:class:`~skinzoo.train.abort.AbortState` the job hands to each (``abort=``): NaNGuard and
+InterruptHandler set it, the writers read it. A callback given none never sees an abort.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -23,7 +24,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from skinzoo.fileio import atomic_path, write_json_atomic, write_text_atomic
+from skinzoo.fileio import read_json, write_json_atomic, write_text_atomic
+from skinzoo.models.files import save_model_atomic
+from skinzoo.train.abort import AbortState
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +37,17 @@ def _no_swap():
     return contextlib.nullcontext()
 
 
-def _aborted(model) -> bool:
-    return getattr(model, "_skinzoo_abort", None) is not None
-
-
-def backup_epoch(backup_dir: str | Path) -> int:
-    """Epochs completed according to the resume backup (0 when there is none)."""
-    meta = Path(backup_dir) / "training_metadata.json"
-    if not meta.exists():
-        return 0
-    try:
-        return int(json.loads(meta.read_text())["epoch"])
-    except (ValueError, KeyError, json.JSONDecodeError):
-        return 0
+def _own(abort: AbortState | None) -> AbortState:
+    return abort if abort is not None else AbortState()
 
 
 class HistoryLogger(keras.callbacks.Callback):
     """history.csv, one row per finished epoch, rewritten atomically each epoch."""
 
     def __init__(self, path, initial_epoch: int = 0, offset: int = 0, stage: str | None = None,
-                 write: bool = True):
+                 write: bool = True, abort: AbortState | None = None):
         super().__init__()
+        self.abort = _own(abort)
         self.path = Path(path)
         self.write = write  # False on non-chief workers: the chief alone writes the run directory
         self.initial_epoch = initial_epoch
@@ -73,7 +66,7 @@ class HistoryLogger(keras.callbacks.Callback):
         self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if _aborted(self.model):
+        if self.abort.aborted:
             return
         row = {"epoch": self.offset + epoch}
         if self.stage:
@@ -95,22 +88,6 @@ def _current_lr(model) -> float:
         return float("nan")
 
 
-def save_model_atomic(model, path) -> None:
-    """Save through a temporary file; a failed write (disk full...) leaves the old file intact
-    and becomes a TrainingError instead of a traceback."""
-    from skinzoo.errors import TrainingError
-
-    try:
-        with atomic_path(path) as tmp:
-            model.save(tmp)
-    except OSError as err:
-        reason = err.strerror or str(err)
-        kept = f"the previous {Path(path).name} is intact" if Path(path).exists() else \
-            "no earlier model was saved"
-        raise TrainingError(f"could not write {path}: {reason}; {kept}",
-                            f"free some space, then continue with: skinzoo train --resume {Path(path).parent}") from None
-
-
 class BestCheckpoint(keras.callbacks.Callback):
     """Best model on the monitored metric (atomic ``best.keras``) + resumable early stopping.
 
@@ -119,8 +96,10 @@ class BestCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, model_path, state_path, monitor, mode="max", patience=0,
-                 restore_best=True, write=True, window: int = 1, averaged=None):
+                 restore_best=True, write=True, window: int = 1, averaged=None,
+                 abort: AbortState | None = None):
         super().__init__()
+        self.abort = _own(abort)
         # window > 1: compare the mean of the last ``window`` values, so one lucky epoch in a
         # noisy validation curve is not taken for the best (the weights saved are the window's
         # last epoch's). ``averaged``: a WeightAverage whose weights are the ones to save.
@@ -146,12 +125,12 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.state_path.exists():
-            state = json.loads(self.state_path.read_text())
+            state = read_json(self.state_path, f"resume rebuilds it: skinzoo train --resume {self.state_path.parent}")
             self.best, self.best_epoch, self.wait = state.get("best"), state.get("best_epoch"), state.get("wait", 0)
             self.recent = list(state.get("recent", []))
 
     def on_epoch_end(self, epoch, logs=None):
-        if _aborted(self.model):
+        if self.abort.aborted:
             return
         logs = logs or {}
         if self.monitor not in logs:
@@ -213,9 +192,9 @@ class WeightAverage(keras.callbacks.Callback):
         self._update = None
 
     def on_train_begin(self, logs=None):
-        from skinzoo.runtime import tf
+        from skinzoo.runtime import tf as tf_runtime
 
-        tf = tf()
+        tf = tf_runtime()
         # floating weights only (never integer RNG states); BN moving statistics are included
         weights = [w for w in self.model.weights if "float" in str(w.dtype)]
         self._weights = weights
@@ -277,23 +256,29 @@ class WeightAverage(keras.callbacks.Callback):
 class SafeBackup(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore that keeps two generations and never backs up an aborted epoch."""
 
-    def __init__(self, backup_dir, write: bool = True):
+    def __init__(self, backup_dir, write: bool = True, abort: AbortState | None = None):
         super().__init__(backup_dir, save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
         # Every worker restores from the (shared) backup; only the chief writes it.
         self.write = write
+        self.abort = _own(abort)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.write and not _aborted(self.model):
+        if self.write and not self.abort.aborted:
             super().on_epoch_end(epoch, logs)
 
 
 class NaNGuard(keras.callbacks.Callback):
-    """Stops at the first non-finite training loss and marks the epoch aborted."""
+    """Stops at the first non-finite training loss and marks the epoch aborted in ``abort``."""
+
+    def __init__(self, abort: AbortState):
+        super().__init__()
+        self.abort = abort
+        self.epoch = 0
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.model._skinzoo_abort = ("nan", self.epoch, batch)
+            self.abort.set("nan", self.epoch, batch)
             self.model.stop_training = True
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -303,8 +288,9 @@ class NaNGuard(keras.callbacks.Callback):
 class InterruptHandler(keras.callbacks.Callback):
     """First Ctrl-C: finish the current batch, keep the last epoch's backup, stop. Second: abort."""
 
-    def __init__(self):
+    def __init__(self, abort: AbortState):
         super().__init__()
+        self.abort = abort
         self.requested = False
         self._previous = None
 
@@ -319,8 +305,8 @@ class InterruptHandler(keras.callbacks.Callback):
         log.warning("\ninterrupt: stopping after this batch (press Ctrl-C again to abort now)")
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.requested and not _aborted(self.model):
-            self.model._skinzoo_abort = ("interrupt", getattr(self, "epoch", 0), batch)
+        if self.requested and not self.abort.aborted:
+            self.abort.set("interrupt", getattr(self, "epoch", 0), batch)
             self.model.stop_training = True
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -335,12 +321,13 @@ class InterruptHandler(keras.callbacks.Callback):
 class EpochPrinter(keras.callbacks.Callback):
     """One readable line per epoch (Keras' progress bar is noise in logs and CI)."""
 
-    def __init__(self, epochs: int, offset: int = 0, echo=print):
+    def __init__(self, epochs: int, offset: int = 0, echo=print, abort: AbortState | None = None):
         super().__init__()
         self.epochs, self.offset, self.echo = epochs, offset, echo
+        self.abort = _own(abort)
 
     def on_epoch_end(self, epoch, logs=None):
-        if _aborted(self.model):
+        if self.abort.aborted:
             return
         logs = logs or {}
         keys = [k for k in ("loss", "accuracy", "balanced_accuracy", "auc", "val_loss", "val_accuracy",

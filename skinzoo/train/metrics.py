@@ -1,5 +1,5 @@
 """Streaming Keras metrics used during training (the final numbers come from
-``skinzoo.evaluate.metrics`` on the saved model; these only steer checkpoints and early stopping).
+``skinzoo.metrics`` on the saved model; these only steer checkpoints and early stopping).
 
 Targets follow the pipeline contract: one-hot ``(B, K)`` for K > 2, ``(B, 1)`` 0/1 for K == 2.
 """

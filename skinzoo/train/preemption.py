@@ -37,9 +37,10 @@ class PreemptionGuard(keras.callbacks.Callback):
     The handler's coordination keys can be used once per process: one guarded fit() per run.
     """
 
-    def __init__(self, strategy):
+    def __init__(self, strategy, abort):
         super().__init__()
         self.strategy = strategy
+        self.abort = abort  # the job's AbortState (skinzoo.train.abort)
         self.handler = None
         self.epoch = 0
         self.batch = 0
@@ -66,12 +67,12 @@ class PreemptionGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.batch = batch
-        if self.handler is not None and getattr(self.model, "_skinzoo_abort", None) is None:
+        if self.handler is not None and not self.abort.aborted:
             self.handler.save_checkpoint_if_preempted()
 
     def stop(self):
         log.warning("preemption signal in the cluster: every worker stops after this step")
-        self.model._skinzoo_abort = ("preempted", self.epoch, self.batch)
+        self.abort.set("preempted", self.epoch, self.batch)
         self.model.stop_training = True
 
     def on_train_end(self, logs=None):

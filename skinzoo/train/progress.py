@@ -25,6 +25,7 @@ from skinzoo.progress import (
     level,
     note,
 )
+from skinzoo.train.abort import AbortState
 
 # Shown on the live line (short names: it must fit an 80-column terminal); first present wins.
 LIVE_METRICS = (("balanced_accuracy", "bal_acc"), ("accuracy", "acc"))
@@ -33,11 +34,13 @@ LIVE_METRICS = (("balanced_accuracy", "bal_acc"), ("accuracy", "acc"))
 class TrainProgress(keras.callbacks.Callback):
     """``epochs``: this fit's epochs; ``batch_size``: the global batch (images per step);
     ``offset``: epochs of earlier stages (two-stage runs count on); ``stage``: a name for the
-    summary; ``enabled=False`` on non-chief workers."""
+    summary; ``enabled=False`` on non-chief workers; ``abort``: the job's
+    :class:`~skinzoo.train.abort.AbortState` (a cut-short epoch is not timed)."""
 
     def __init__(self, epochs: int, batch_size: int, offset: int = 0, echo=print,
-                 stage: str | None = None, enabled: bool = True):
+                 stage: str | None = None, enabled: bool = True, abort: AbortState | None = None):
         super().__init__()
+        self.abort = abort if abort is not None else AbortState()
         self.epochs = epochs
         self.batch_size = batch_size
         self.offset = offset
@@ -159,7 +162,7 @@ class TrainProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._live.stop()  # wiped before the epoch's own line is printed
         now = time.monotonic()
-        if getattr(self.model, "_skinzoo_abort", None) is not None:
+        if self.abort.aborted:
             return  # an aborted epoch (NaN, Ctrl-C) is not a finished one
         train_end = self.train_ended if self.phase == "done" else now
         train_s, val_s = train_end - self.epoch_started, now - train_end

@@ -1,9 +1,8 @@
-"""The run directory: everything one training run leaves behind, in one place.
+"""Training's side of the run directory: creating it, one training at a time in it (the lock),
+checking and restoring what resuming needs, and naming an image that fails to decode mid-epoch.
 
-``runs/<YYYYmmdd-HHMMSS>-<model>-<id>/`` holds the resolved config, the split, the class names,
-the history, the best model, the resume state, TensorBoard logs, plots and metrics. Opening a run
-directory only reads JSON/CSV/TOML and ``.keras`` files (loaded with ``safe_mode=True``); nothing
-in it is executed and nothing is pickled.
+The run directory's layout (:class:`skinzoo.rundir.RunDir`) is shared with evaluation and
+export and lives in :mod:`skinzoo.rundir`.
 """
 
 from __future__ import annotations
@@ -20,88 +19,7 @@ from pathlib import Path
 
 from skinzoo.errors import TrainingError, UsageError
 from skinzoo.fileio import atomic_path, read_json, write_json_atomic
-
-RUN_MARKER = "classes.json"  # a folder is a run once it has its class list
-
-
-class RunDir:
-    """Paths of one run directory (the folder need not be complete: training fills it)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    # files -------------------------------------------------------------------------------
-    config = property(lambda self: self.path / "config.toml")
-    split = property(lambda self: self.path / "split.csv")
-    classes_file = property(lambda self: self.path / "classes.json")
-    history = property(lambda self: self.path / "history.csv")
-    best_model = property(lambda self: self.path / "best.keras")
-    last_model = property(lambda self: self.path / "last.keras")
-    backup = property(lambda self: self.path / "backup")
-    tensorboard = property(lambda self: self.path / "tensorboard")
-    curves = property(lambda self: self.path / "curves.png")
-    metrics = property(lambda self: self.path / "metrics.json")
-    calibration = property(lambda self: self.path / "calibration.json")
-    threshold = property(lambda self: self.path / "threshold.json")
-    state = property(lambda self: self.path / "state.json")
-    lock = property(lambda self: self.path / "run.lock")
-    eval_dir = property(lambda self: self.path / "eval")
-
-    # contents ----------------------------------------------------------------------------
-    def read_info(self) -> dict:
-        """classes.json, checked: ``{"classes": [...], "task": ..., "model": ..., "img_size": ...,
-        "resize": ...}`` with distinct class names; a malformed file is a UsageError naming it."""
-        if not self.classes_file.exists():
-            raise UsageError(f"{self.path} is not a skinzoo run directory (no classes.json)",
-                             "pass a folder made by `skinzoo train`, or a .keras model with --data and --classes")
-        path = self.classes_file
-        hint = (f"the run's class list is damaged: restore {path.name} from a backup, or pass the "
-                "model file with --classes a,b,c in training order")
-        info = read_json(path, hint)  # parsed as data only: nothing in a run is executed
-        if not isinstance(info, dict):
-            raise UsageError(f"{path} is not a JSON object with a \"classes\" list "
-                             f"(it holds a {type(info).__name__})", hint)
-        classes = info.get("classes")
-        if not isinstance(classes, list) or not classes or \
-                not all(isinstance(c, str) and c for c in classes):
-            raise UsageError(f"{path}: \"classes\" must be a list of class names, found {classes!r:.80}",
-                             hint)
-        if len(set(classes)) != len(classes):
-            raise UsageError(f"{path}: \"classes\" repeats a name ({', '.join(classes)})", hint)
-        size = info.get("img_size")
-        sizes = size if isinstance(size, list) else [size]
-        if size is not None and not (0 < len(sizes) <= 2 and all(
-                isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
-            raise UsageError(f"{path}: \"img_size\" must be a positive integer, found {size!r:.40}", hint)
-        for key in ("task", "resize"):
-            if info.get(key) is not None and not isinstance(info[key], str):
-                raise UsageError(f"{path}: \"{key}\" must be a string, found {info[key]!r:.40}", hint)
-        return info
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.read_info()["classes"])
-
-    def write_info(self, info: dict) -> None:
-        write_json_atomic(self.classes_file, info)
-
-    def model_file(self) -> Path:
-        """The model evaluation should use: ``best.keras``, else ``last.keras``."""
-        for candidate in (self.best_model, self.last_model):
-            if candidate.exists():
-                return candidate
-        raise UsageError(f"{self.path} has no trained model yet (no best.keras or last.keras)",
-                         f"finish or resume the run: skinzoo train --resume {self.path}")
-
-    def is_run(self) -> bool:
-        return self.classes_file.exists()
-
-    def is_finished(self) -> bool:
-        """Training ended: metrics.json written and the resume state (state.json, backup/) gone."""
-        return self.metrics.exists() and not self.state.exists() and not self.backup.exists()
+from skinzoo.rundir import RunDir
 
 
 def new_run_dir(root: str | Path, model: str, now: _dt.datetime | None = None) -> RunDir:
@@ -116,27 +34,6 @@ def new_run_dir(root: str | Path, model: str, now: _dt.datetime | None = None) -
                          "choose another --out folder that you can write to") from None
     return RunDir(path)
 
-
-def find_latest_run(root: str | Path = "runs") -> RunDir:
-    """The most recently created run under ``root`` (by name, which starts with the date)."""
-    root = Path(root)
-    runs = sorted((p for p in root.glob("*") if (p / RUN_MARKER).exists()), key=lambda p: p.name) \
-        if root.is_dir() else []
-    if not runs:
-        raise UsageError(f"no run found under {root}/",
-                         "train one first (skinzoo train --data DATA) or pass a run directory")
-    return RunDir(runs[-1])
-
-
-def resolve_run(path: str | Path | None, root: str | Path = "runs") -> RunDir:
-    """A run given by path, or the latest one under ``root`` when ``path`` is None."""
-    if path is None:
-        return find_latest_run(root)
-    run = RunDir(path)
-    if not run.path.exists():
-        raise UsageError(f"{run.path} does not exist", "check the run directory path")
-    run.read_info()  # raises the clear error when it is not a run
-    return run
 
 
 # --- one training per run directory -----------------------------------------------------------
@@ -274,14 +171,15 @@ def _generation(weights: Path, meta: Path) -> int | str:
     problem = weights_file_problem(weights)
     if problem:
         return f"{weights} is damaged ({problem})"
-    try:
-        epoch = json.loads(meta.read_text(encoding="utf-8"))["epoch"]
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError("epoch is not a count")
-    except FileNotFoundError:
+    if not meta.exists():
         return f"{meta} is missing"
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return f"{meta} is damaged ({str(err).splitlines()[0][:100] if str(err) else 'unreadable'})"
+    try:
+        saved = read_json(meta)
+    except UsageError as err:  # names the file and what is wrong with it
+        return err.message.splitlines()[0][:200]
+    epoch = saved.get("epoch") if isinstance(saved, dict) else None
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return f"{meta} is damaged (no epoch count in it)"
     return epoch
 
 
@@ -334,11 +232,10 @@ def _check_state(run: RunDir, monitor: str | None, epoch: int, echo) -> None:
     if not run.state.exists():
         return
     try:
-        state = json.loads(run.state.read_text(encoding="utf-8"))
-        if isinstance(state, dict):
+        if isinstance(read_json(run.state), dict):
             return
-    except (OSError, ValueError):
-        pass
+    except UsageError:
+        pass  # unreadable or not JSON: rebuilt below
     rebuilt = state_from_history(run, monitor, epoch)
     write_json_atomic(run.state, rebuilt)
     echo(f"note: {run.state} was damaged; rebuilt from history.csv (best {monitor} "

@@ -21,7 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
+from skinzoo.fileio import atomic_path, write_json_atomic
 from skinzoo.progress import track
+from skinzoo.train.abort import AbortState
+from skinzoo.train.parts import (
+    build_for_training,
+    head_options,
+    make_loss,
+    make_optimizer,
+    raise_if_aborted,
+    require_shared_head,
+)
+from skinzoo.train.prepare import Prepared, start_lines
 
 log = logging.getLogger(__name__)
 EMBEDDING_CACHE_VERSION = 1
@@ -77,16 +88,15 @@ def compute_embeddings(extractor, paths, img_size, batch_size, resize="crop", ha
         chunks.append(extractor.predict(ds, batch_size=batch_size, verbose=0)[:n])
     embeddings = np.concatenate(chunks).astype(np.float32)
     if cache_file is not None:
-        from skinzoo.fileio import atomic_path
-
         with atomic_path(cache_file) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, embeddings, allow_pickle=False)
     return embeddings
 
 
-def train_head(p, echo=print):
-    """Stage 1 for a run (``Prepared`` from skinzoo.train.fit): returns the assembled full model."""
+def train_head(p: Prepared, abort: AbortState, echo=print):
+    """Stage 1 for a run: returns the assembled full model. ``abort`` is the job's, set by the
+    callbacks when the head's fit is cut short."""
     from skinzoo.data import balance
     from skinzoo.models.fusion import head_with_metadata, image_feature_extractor
     from skinzoo.models.transfer import (
@@ -96,14 +106,6 @@ def train_head(p, echo=print):
         head_model,
     )
     from skinzoo.train import callbacks as cb
-    from skinzoo.train.fit import (
-        build_for_training,
-        head_options,
-        make_loss,
-        make_optimizer,
-        require_shared_head,
-        summary_lines,
-    )
     from skinzoo.train.metrics import monitor_mode, training_metrics
     from skinzoo.train.schedules import make_schedule
 
@@ -114,7 +116,7 @@ def train_head(p, echo=print):
         require_shared_head(full, p)
         freeze_backbone(full)
     extractor = feature_extractor(full) if p.metadata is None else image_feature_extractor(full)
-    for line in summary_lines(p, full):
+    for line in start_lines(p, full):
         echo(line)
     cache_dir = Path(c.out) / ".cache" / "embeddings"
     fingerprint = weights_fingerprint(extractor)
@@ -152,12 +154,13 @@ def train_head(p, echo=print):
                      metrics=training_metrics(k))
     best = cb.BestCheckpoint(p.run.path / ".head_best.keras", p.run.path / ".head_state.json",
                              c.monitor, mode=monitor_mode(c.monitor), patience=c.early_stopping,
-                             write=False)
+                             write=False, abort=abort)
     from skinzoo.train.progress import TrainProgress
 
-    callbacks = [cb.NaNGuard(), cb.HistoryLogger(p.run.history, stage="head"), best,
-                 TrainProgress(c.epochs, p.global_batch, 0, echo, stage="head", enabled=p.strategy.is_chief),
-                 cb.EpochPrinter(c.epochs, 0, echo)]
+    callbacks = [cb.NaNGuard(abort), cb.HistoryLogger(p.run.history, stage="head", abort=abort), best,
+                 TrainProgress(c.epochs, p.global_batch, 0, echo, stage="head", enabled=p.strategy.is_chief,
+                               abort=abort),
+                 cb.EpochPrinter(c.epochs, 0, echo, abort=abort)]
     fit_args = (x_train, encode_targets(y_train, k))
     rng = np.random.default_rng(c.seed)
     order = rng.permutation(len(x_train))  # seeded order; Keras reshuffles from it each epoch
@@ -169,13 +172,10 @@ def train_head(p, echo=print):
              sample_weight=None if weights is None else weights[order],
              validation_data=(x_valid, encode_targets(val_labels, k)), epochs=c.epochs,
              batch_size=p.global_batch, callbacks=callbacks, verbose=0, shuffle=True)
-    from skinzoo.train.fit import raise_if_aborted
-
-    raise_if_aborted(head, p, p.lr)
+    raise_if_aborted(abort, p, p.lr)
     copy_head_weights(head, full)
     if p.strategy.is_chief:
-        from skinzoo.fileio import write_json_atomic
-        from skinzoo.train.callbacks import save_model_atomic
+        from skinzoo.models.files import save_model_atomic
 
         save_model_atomic(full, p.run.best_model)
         write_json_atomic(p.run.state, {"best": best.best, "best_epoch": best.best_epoch,

@@ -82,7 +82,8 @@ def test_smote_small_class_and_misuse():
 
 
 def test_smote_pixels_memory_estimate_and_result():
-    from skinzoo.data.balance import smote_bytes_estimate, smote_pixels
+    from skinzoo.data.balance import smote_bytes_estimate
+    from skinzoo.data.pixel_smote import smote_pixels
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], [30, 6])
@@ -103,7 +104,7 @@ def test_augmented_copy_keeps_groups_and_is_reproducible(synth_dir, tmp_path):
     """(The CLI itself is covered by tests/data/test_data_prep.py.)"""
     import pandas as pd
 
-    from skinzoo.data.balance import write_augmented_copy
+    from skinzoo.data.augmented_copy import write_augmented_copy
     from skinzoo.data.sources import load_dataset
 
     source = load_dataset(synth_dir)

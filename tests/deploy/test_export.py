@@ -26,7 +26,7 @@ def _split_paths(run, side):
 
 
 def test_every_export_passes_its_stated_tolerance(exports):
-    from skinzoo.deploy.runtime import info_path
+    from skinzoo.evaluate.exported import info_path
 
     expected = {("savedmodel", "float32"), ("tflite", "float32"), ("tflite", "float16"),
                 ("tflite", "int8")} | ({("onnx", "float32")} if HAVE_ONNX else set())
@@ -82,7 +82,7 @@ def test_exports_reloaded_in_a_fresh_process_match_keras(exports, deploy_run, tm
 def test_bytes_signature_takes_jpeg_and_png_files(exports, deploy_run, tmp_path):
     from PIL import Image
 
-    from skinzoo.deploy.runtime import SavedModelRunner
+    from skinzoo.evaluate.exported import SavedModelRunner
     from skinzoo.evaluate.predict import predict_files, resolve_model
 
     jpeg = Path(_split_paths(deploy_run, "val")[0])
@@ -151,7 +151,7 @@ def test_two_input_model_exports_with_named_inputs(synth_dir, tmp_path):
     import keras
 
     from skinzoo.deploy.export import export_model
-    from skinzoo.deploy.runtime import SavedModelRunner
+    from skinzoo.evaluate.exported import SavedModelRunner
     from skinzoo.evaluate.predict import predict_files, resolve_model
 
     model = tiny_model(keras, 3, meta_width=4)
@@ -174,7 +174,7 @@ def test_two_input_model_exports_with_named_inputs(synth_dir, tmp_path):
 
 
 def test_missing_optional_package_is_one_clear_line():
-    from skinzoo.deploy.runtime import import_optional
+    from skinzoo.evaluate.exported import import_optional
 
     with pytest.raises(UsageError, match="not installed") as err:
         import_optional("skinzoo_no_such_package", "--format onnx")

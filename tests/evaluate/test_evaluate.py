@@ -19,7 +19,7 @@ def _copy(run, tmp_path, name=None):
 
 
 def test_threshold_is_fitted_on_validation_only(binary_run, tmp_path):
-    from skinzoo.evaluate import fit_run_threshold
+    from skinzoo.evaluate.fitted import fit_run_threshold
     from skinzoo.evaluate.predict import eval_table, resolve_model
 
     loaded = resolve_model(_copy(binary_run, tmp_path))
@@ -43,7 +43,7 @@ def test_threshold_is_fitted_on_validation_only(binary_run, tmp_path):
 
 
 def test_evaluate_reuses_stored_threshold_and_target_sensitivity(binary_run, tmp_path):
-    from skinzoo.evaluate import evaluate_model
+    from skinzoo.evaluate.evaluation import evaluate_model
     from skinzoo.evaluate.predict import resolve_model
 
     run = _copy(binary_run, tmp_path)
@@ -58,7 +58,8 @@ def test_evaluate_reuses_stored_threshold_and_target_sensitivity(binary_run, tmp
 
 
 def test_calibration_is_stored_and_applied(multiclass_run, tmp_path):
-    from skinzoo.evaluate import calibrate_run, evaluate_model
+    from skinzoo.evaluate.evaluation import evaluate_model
+    from skinzoo.evaluate.fitted import calibrate_run
     from skinzoo.evaluate.predict import resolve_model
 
     run = _copy(multiclass_run, tmp_path)
@@ -74,7 +75,8 @@ def test_calibration_is_stored_and_applied(multiclass_run, tmp_path):
 def test_report_files_decode_and_html_is_self_contained(multiclass_run, tmp_path):
     import matplotlib.image as mpimg
 
-    from skinzoo.evaluate import evaluate_model, write_evaluation_report
+    from skinzoo.evaluate.evaluation import evaluate_model
+    from skinzoo.evaluate.gallery import write_evaluation_report
     from skinzoo.evaluate.predict import resolve_model
 
     loaded = resolve_model(_copy(multiclass_run, tmp_path))
@@ -101,7 +103,7 @@ def test_report_files_decode_and_html_is_self_contained(multiclass_run, tmp_path
 
 
 def test_model_file_with_data_and_classes(multiclass_run, synth_dir, tmp_path):
-    from skinzoo.evaluate import evaluate_model
+    from skinzoo.evaluate.evaluation import evaluate_model
     from skinzoo.evaluate.predict import resolve_model
 
     model = tmp_path / "mine.keras"
@@ -115,7 +117,7 @@ def test_model_file_with_data_and_classes(multiclass_run, synth_dir, tmp_path):
 
 
 def test_bad_model_files_are_model_errors(tmp_path):
-    from skinzoo.evaluate.predict import load_model_file
+    from skinzoo.models.files import load_model_file
     from skinzoo.runtime import tf
 
     tf()
@@ -135,7 +137,8 @@ def test_bad_model_files_are_model_errors(tmp_path):
 
 
 def test_compare_sorts_and_warns_on_different_splits(multiclass_run, run_factory, tmp_path):
-    from skinzoo.evaluate import compare_runs, evaluate_model
+    from skinzoo.evaluate.compare import compare_runs
+    from skinzoo.evaluate.evaluation import evaluate_model
     from skinzoo.evaluate.predict import resolve_model
 
     a = _copy(multiclass_run, tmp_path, "run-a")

@@ -13,16 +13,6 @@ from skinzoo_cli.main import cli
 from skinzoo.errors import UsageError
 
 
-@pytest.fixture(scope="module")
-def keras():
-    from skinzoo.runtime import tf
-
-    tf()
-    import keras
-
-    return keras
-
-
 def tiny(keras, k, size, seed, name="tiny"):
     keras.utils.set_random_seed(seed)
     inp = keras.Input((size, size, 3), name="image")
@@ -47,8 +37,8 @@ def as_probs(p):
 
 @pytest.mark.parametrize("mean", ["arithmetic", "geometric"])
 def test_graph_equals_the_numpy_mean_and_loads_in_safe_mode(keras, mean, tmp_path):
-    from skinzoo.evaluate.predict import load_model_file
     from skinzoo.models.ensemble import build_ensemble, combine
+    from skinzoo.models.files import load_model_file
 
     a, b = tiny(keras, 3, 32, 1, "same"), tiny(keras, 3, 24, 2, "same")  # same names on purpose
     model = build_ensemble([member(a, "xyz", 32), member(b, "xyz", 24, temperature=2.0)],

@@ -19,16 +19,6 @@ TABLE = pd.DataFrame({"age": [50.0, np.nan, 30.0], "sex": ["male", "unknown", "f
 
 
 @pytest.fixture(scope="module")
-def keras():
-    from skinzoo.runtime import tf
-
-    tf()
-    import keras
-
-    return keras
-
-
-@pytest.fixture(scope="module")
 def encoding():
     return fit_encoding(TABLE, requested_fields("age,sex,site"))
 
@@ -42,14 +32,14 @@ def _run(args):
 
 @pytest.mark.parametrize("name", ["compact_resnet", "custom_cnn"])
 def test_any_zoo_model_gets_a_metadata_branch_and_loads_in_safe_mode(keras, encoding, name, tmp_path):
-    from skinzoo.evaluate.predict import load_model_file
+    from skinzoo.models.files import load_model_file
     from skinzoo.models.fusion import encodings_of, with_metadata
+    from skinzoo.models.graph import input_names
     from skinzoo.models.registry import build_model
 
     fused = with_metadata(build_model(name, 3, input_shape=(32, 32, 3)), encoding, 3)
     names = [layer.name for layer in fused.layers]
-    assert [t.name for t in fused.inputs] == ["image", "metadata"] or \
-        [t._keras_history.operation.name for t in fused.inputs] == ["image", "metadata"]
+    assert input_names(fused) == ["image", "metadata"]
     assert {"metadata_dropout", "metadata_dense", "fusion", "predictions"} <= set(names)
     assert names.index("fusion") < names.index("predictions")
     if name == "compact_resnet":  # fused at the pooled embedding, head rebuilt after it
@@ -61,6 +51,7 @@ def test_any_zoo_model_gets_a_metadata_branch_and_loads_in_safe_mode(keras, enco
     loaded = load_model_file(tmp_path / "m.keras")  # safe_mode=True
     np.testing.assert_allclose(loaded.predict([x, meta], verbose=0), before, atol=1e-6)
     assert encodings_of(loaded) == {"metadata": encoding}
+    assert input_names(loaded) == ["image", "metadata"]
     other = meta.copy()
     other[:, 0] = 0.9  # another age changes the prediction: the metadata reaches the head
     assert not np.allclose(loaded.predict([x, other], verbose=0), before)
@@ -159,7 +150,7 @@ def test_commands_take_metadata_by_name(meta_run, synth_dir, tmp_path, caplog):
 @pytest.mark.slow
 def test_metadata_reaches_the_evaluation(meta_run, synth_dir):
     """Each image's own metadata (metadata.csv) against one constant for all: not the same input."""
-    from skinzoo.evaluate import evaluate_model
+    from skinzoo.evaluate.evaluation import evaluate_model
     from skinzoo.evaluate.meta_inputs import meta_for_command
     from skinzoo.evaluate.predict import resolve_model
 
@@ -235,7 +226,7 @@ def test_smote_with_metadata_is_refused_up_front():
 @pytest.mark.slow
 def test_two_stage_with_metadata_head_on_embeddings_then_finetune(synth_dir, tmp_path):
     from skinzoo.config import TrainConfig
-    from skinzoo.evaluate.predict import load_model_file
+    from skinzoo.models.files import load_model_file
     from skinzoo.train.fit import train
 
     lines = []
@@ -276,7 +267,7 @@ def test_evaluate_reads_a_raw_input_from_the_dataset_columns(raw_model, synth_di
 
 
 def test_raw_input_encoding_from_the_dataset_reaches_the_model(raw_model, synth_dir, tmp_path):
-    from skinzoo.evaluate import evaluate_model
+    from skinzoo.evaluate.evaluation import evaluate_model
     from skinzoo.evaluate.meta_inputs import use_encoding_file
     from skinzoo.evaluate.predict import resolve_model
 

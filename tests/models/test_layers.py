@@ -58,3 +58,28 @@ def test_every_builder_takes_the_layer_and_it_survives_safe_loading(name, tmp_pa
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     plain = build_model(name, 3, input_shape=(32, 32, 3))
     assert "color_constancy" not in [layer.name for layer in plain.layers]
+
+
+def test_stochastic_depth_drops_whole_samples_and_keeps_the_mean():
+    from skinzoo.models.layers import StochasticDepth
+
+    layer = StochasticDepth(0.25, seed=3)
+    x = np.ones((4000, 2, 2, 3), np.float32)
+    out = np.asarray(layer(x, training=True))
+    per_sample = out.reshape(4000, -1)
+    # each sample is either dropped whole (0) or kept whole and scaled by 1 / (1 - rate)
+    np.testing.assert_allclose(np.unique(per_sample), [0.0, 1 / 0.75], rtol=1e-6)
+    assert (per_sample.min(axis=1) == per_sample.max(axis=1)).all()
+    kept = (per_sample[:, 0] > 0).mean()
+    assert abs(kept - 0.75) < 0.03
+    assert abs(out.mean() - 1.0) < 0.05
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    with pytest.raises(ValueError):
+        StochasticDepth(1.0)
+
+
+def test_drop_path_rates_rise_linearly_to_the_maximum():
+    from skinzoo.models.layers import drop_path_rates
+
+    assert drop_path_rates(0.2, 5) == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+    assert drop_path_rates(0.1, 1) == [0.1]

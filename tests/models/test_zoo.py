@@ -13,6 +13,7 @@ slow = pytest.mark.slow
 ZOO = {
     "alexnet": (67, {"fc": (16, 16)}, True),
     "compact_resnet": (32, {"width": 8}, True),
+    "compact_resnet_128": (32, {"width": 8}, True),
     "custom_cnn": (32, {"filters": (8, 16, 16), "dense": 16}, True),
     "simple_cnn": (32, {"filters": (8, 16), "dense": (16, 8)}, True),
     "resnet18_small": (32, {}, True),

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def interrupted_run(tmp_path_factory):
     from skinzoo.config import TrainConfig
-    from skinzoo.train.fit import TrainingInterrupted, train
+    from skinzoo.train.fit import train
+    from skinzoo.train.parts import TrainingInterrupted
 
     base = tmp_path_factory.mktemp("interrupted")
     for cls in ("a", "b"):

@@ -20,7 +20,8 @@ import pytest
 from badinputs import write_cut_idat_png, write_good_jpeg, write_good_png
 
 from skinzoo.errors import TrainingError, UsageError
-from skinzoo.train.run import RunDir, RunLock, prepare_resume
+from skinzoo.rundir import RunDir
+from skinzoo.train.run import RunLock, prepare_resume
 
 from .conftest import error_lines, invoke
 

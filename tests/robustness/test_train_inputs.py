@@ -286,7 +286,7 @@ def test_failed_checkpoint_write_keeps_the_previous_best_keras(tmp_path, monkeyp
     import keras
 
     from skinzoo.errors import SkinzooError
-    from skinzoo.evaluate.predict import load_model_file
+    from skinzoo.models.files import load_model_file
     from skinzoo.train.callbacks import BestCheckpoint
 
     inp = keras.Input((8, 8, 3))

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from skinzoo.errors import UsageError
-from skinzoo.evaluate.predict import load_model_file
+from skinzoo.models.files import load_model_file
 from skinzoo.runtime import tf
 from skinzoo.train.cluster import detect_cluster, slurm_resolver
 from train.test_processes import ENV, _free_ports, common, only_run, skinzoo, wait_for_rows

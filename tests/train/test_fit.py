@@ -10,9 +10,10 @@ import pytest
 
 from skinzoo.config import TrainConfig, load_toml, resolve
 from skinzoo.errors import TrainingError, UsageError
-from skinzoo.evaluate.predict import load_model_file
-from skinzoo.train.fit import config_from_sources, train
-from skinzoo.train.run import find_latest_run
+from skinzoo.models.files import load_model_file
+from skinzoo.rundir import find_latest_run
+from skinzoo.train.fit import train
+from skinzoo.train.prepare import config_from_sources
 
 
 def tiny(synth_dir, tmp_path, **overrides) -> TrainConfig:

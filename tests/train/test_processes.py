@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import free_ports
 
-from skinzoo.evaluate.predict import load_model_file
+from skinzoo.models.files import load_model_file
 
 pytestmark = pytest.mark.slow
 
@@ -140,18 +140,8 @@ def test_mirrored_two_logical_cpus_matches_one_device(synth_dir, tmp_path):
     assert b["loss"].iloc[1] < b["loss"].iloc[0]
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_multi_worker_on_loopback_writes_one_run(synth_dir, tmp_path):
-    hosts = ",".join(f"127.0.0.1:{p}" for p in _free_ports(2))
+    hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
     out = tmp_path / "runs"
     procs = [subprocess.Popen(
         skinzoo(*common(synth_dir, out, "--epochs", 1, "--batch-size", 8, "--worker-hosts", hosts,

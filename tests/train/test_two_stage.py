@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from skinzoo.config import TrainConfig
-from skinzoo.evaluate.predict import load_model_file
+from skinzoo.models.files import load_model_file
 from skinzoo.train.fit import train
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from skinzoo.evaluate.calibration import apply_temperature, fit_temperature
-from skinzoo.evaluate.metrics import (
+from skinzoo.metrics import (
     _weighted_macro_auc,
     as_class_probs,
     binary_metrics,
