@@ -12,6 +12,7 @@ import contextlib
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 
 import pandas as pd
@@ -139,6 +140,13 @@ def fit_end_to_end(p: Prepared, abort: AbortState, echo, model=None, finetune: b
     resumed = p.resumed_from  # read from the backup once, in prepare()
     if resumed >= epochs:
         echo(f"this run already finished its {epochs} epochs; nothing to resume")
+        if p.run.best_model.exists():
+            # Every epoch ran but the run stopped before finishing (e.g. killed during the final
+            # validation): its model is best.keras, not the one just built with fresh weights,
+            # whose validation metrics would be written as the run's.
+            with warnings.catch_warnings():  # Keras: "skipping optimizer variables", irrelevant here
+                warnings.simplefilter("ignore")
+                model.load_weights(p.run.best_model)
         return model
     callbacks = standard_callbacks(p, abort, epochs, monitor_mode(c.monitor), offset, resumed,
                                    stage="finetune" if finetune else None, echo=echo)

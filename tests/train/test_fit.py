@@ -147,3 +147,42 @@ def test_accuracy_recipe_options_end_to_end(synth_dir, tmp_path):
     adjusted = train(tiny(synth_dir, tmp_path, epochs=1, loss="logit-adjusted", balance="none"),
                      echo=quiet)
     assert adjusted.run.best_model.exists()
+
+
+def test_resuming_a_run_stopped_after_its_last_epoch_reports_best_keras(synth_dir, tmp_path, monkeypatch):
+    """A run killed after its last epoch but before the final validation resumes to "nothing to
+    resume" and finishes: the metrics it writes are those of best.keras, not of a freshly built
+    model (found on a real run: balanced accuracy 0.12 written for a 0.64 model)."""
+    import skinzoo.train.fit as fit
+
+    real = fit.validation_metrics
+
+    class Killed(Exception):
+        pass
+
+    def killed(*_):
+        raise Killed  # the process dies where the final validation runs
+
+    monkeypatch.setattr(fit, "validation_metrics", killed)
+    config = tiny(synth_dir, tmp_path, model="compact_resnet", epochs=2, seed=3)
+    with pytest.raises(Killed):
+        train(config, echo=quiet)
+    monkeypatch.setattr(fit, "validation_metrics", real)
+    run = find_latest_run(tmp_path / "runs")
+    assert run.best_model.exists() and not run.metrics.exists()
+    lines = []
+    resumed_config, resumed_run = config_from_sources(resume=run.path)
+    result = train(resumed_config, resumed_run, echo=lines.append)
+    assert any("nothing to resume" in line for line in lines)
+    from skinzoo.data.pipeline import make_dataset
+    from skinzoo.metrics import classification_metrics
+
+    val = pd.read_csv(run.split).query("split == 'val'")
+    classes = json.loads(run.classes_file.read_text())["classes"]
+    images = make_dataset(val["path"].tolist(), None, len(classes), 32, 16, training=False)
+    probs = load_model_file(run.best_model).predict(images, verbose=0)
+    expected = classification_metrics(val["label"].map(classes.index).to_numpy(), probs, classes)
+    written = json.loads(run.metrics.read_text())
+    assert result.best_epoch is not None
+    for key in ("macro_auc", "balanced_accuracy"):  # the metrics of best.keras, to the last digit
+        assert written[key] == pytest.approx(expected[key], abs=1e-6), key
