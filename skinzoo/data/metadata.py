@@ -46,6 +46,34 @@ AGE_SCALE = 100.0
 DEFAULT_DROPOUT = 0.3
 MISSING_TOKENS = {"", "nan", "none", "null", "na", "n/a", "?", "-", "unknown", "unk"}
 KINDS = ("numeric", "category")
+# Body sites: HAM10000 (`localization`) and ISIC 2019 (`anatom_site_general`) name them differently,
+# so a model trained on one would see every site of the other as missing. A site the model never
+# saw is looked up here and encoded as the first of its equivalents the model knows (most specific
+# first); only when none is known does it count as missing. Same body region, other vocabulary:
+# not a guess from the label.
+SITE_EQUIVALENTS = {
+    # ISIC 2019 -> HAM10000
+    "anterior torso": ("trunk", "chest", "abdomen"),
+    "posterior torso": ("back", "trunk"),
+    "lateral torso": ("trunk",),
+    "torso": ("trunk",),
+    "head/neck": ("face", "neck", "scalp", "ear"),
+    "palms/soles": ("acral", "foot", "hand"),
+    "oral/genital": ("genital",),
+    # HAM10000 -> ISIC 2019
+    "trunk": ("anterior torso", "posterior torso", "torso"),
+    "back": ("posterior torso", "torso"),
+    "chest": ("anterior torso", "torso"),
+    "abdomen": ("anterior torso", "torso"),
+    "face": ("head/neck",),
+    "neck": ("head/neck",),
+    "scalp": ("head/neck",),
+    "ear": ("head/neck",),
+    "acral": ("palms/soles",),
+    "foot": ("palms/soles", "lower extremity"),
+    "hand": ("palms/soles", "upper extremity"),
+    "genital": ("oral/genital",),
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +180,8 @@ class MetadataEncoding:
                 index = {c: i for i, c in enumerate(f.categories)}
                 for row, v in enumerate(raw):
                     text = None if is_missing(v) else _category(v)
+                    if f.name == "site" and text is not None and text not in index:
+                        text = known_site(text, index) or text
                     if text is not None and text in index:
                         out[row, start + index[text]] = 1.0
                     else:
@@ -241,6 +271,11 @@ def _as_number(value) -> float:
     except ValueError:
         return math.nan
     return number if math.isfinite(number) else math.nan
+
+
+def known_site(site: str, known) -> str | None:
+    """The first of ``site``'s equivalents (:data:`SITE_EQUIVALENTS`) that is in ``known``."""
+    return next((alias for alias in SITE_EQUIVALENTS.get(site, ()) if alias in known), None)
 
 
 def _category(value) -> str:

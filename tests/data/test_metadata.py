@@ -174,3 +174,22 @@ def test_layouts_of_other_models_offset_and_no_indicator(tmp_path):
     with pytest.raises(UsageError, match="malformed"):
         MetadataEncoding.from_dict({"fields": [{"name": "a", "column": "a", "kind": "numeric",
                                                 "scale": 1, "missing_indicator": "no"}]})
+
+
+def test_isic_site_names_map_onto_a_ham_trained_encoding_and_back(encoding, caplog):
+    """ISIC 2019's coarse sites are encoded as the HAM10000 site the model knows (posterior torso
+    -> back, head/neck -> face), HAM10000's sites onto an ISIC-trained encoding; a site with no
+    known equivalent is still missing, with the warning."""
+    isic = pd.DataFrame({"age": [50.0] * 4, "sex": ["male"] * 4,
+                         "site": ["posterior torso", "head/neck", "palms/soles", "Back"]})
+    with caplog.at_level(logging.WARNING):
+        x = encoding.encode_table(isic)
+    np.testing.assert_allclose(x[0, 5:], [1, 0, 0])  # back
+    np.testing.assert_allclose(x[1, 5:], [0, 1, 0])  # face
+    np.testing.assert_allclose(x[2, 5:], [0, 0, 1])  # palms/soles: no equivalent known -> missing
+    np.testing.assert_allclose(x[3, 5:], [1, 0, 0])  # case does not matter
+    assert "palms/soles" in caplog.text and "posterior torso" not in caplog.text
+    isic_trained = fit_encoding(pd.DataFrame({"site": ["anterior torso", "head/neck"]}),
+                                requested_fields("site"))
+    y = isic_trained.encode_table(pd.DataFrame({"site": ["chest", "scalp", "trunk"]}))
+    np.testing.assert_allclose(y, [[1, 0, 0], [0, 1, 0], [1, 0, 0]])
