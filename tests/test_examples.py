@@ -76,6 +76,7 @@ def test_cpu_example_trains_through_the_cli(synth_dir, tmp_path):
     assert saved["model"] == "compact_resnet" and saved["img_size"] == 32 and saved["epochs"] == 1
     assert saved["lr"] == 0.002 and saved["balance"] == "none" and saved["loss"] == "logit-adjusted"
     assert saved["color_constancy"] == "shades-of-gray" and saved["ema"] == 0.999
+    assert saved["metadata"] == "age,sex,site" and (run / "metadata.json").is_file()
     assert saved["data"] == str(synth_dir)
     assert (run / "best.keras").is_file()
     metrics = json.loads((run / "metrics.json").read_text())
