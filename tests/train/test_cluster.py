@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import free_ports
 
 from skinzoo.errors import UsageError
 from skinzoo.models.files import load_model_file
 from skinzoo.runtime import tf
 from skinzoo.train.cluster import detect_cluster, slurm_resolver
-from train.test_processes import ENV, _free_ports, common, only_run, skinzoo, wait_for_rows
+from train.test_processes import ENV, common, only_run, skinzoo, wait_for_rows
 
 SLURM_STEP = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_STEP_NODELIST": "127.0.0.1",
               "SLURM_NNODES": "1", "SLURM_NTASKS": "2", "SLURM_STEP_NUM_TASKS": "2",
@@ -127,7 +128,7 @@ def test_slurm_two_workers_sigterm_then_requeue_to_the_end(synth_dir, tmp_path):
     # 1. A two-task SLURM step, preempted: SIGTERM to worker 1 during epoch 2; both stop after
     #    the same step. (Two launches only: each costs TensorFlow's start-up on both workers.)
     out = tmp_path / "preempted"
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     procs = start_workers(tmp_path, train_args(synth_dir, out, port), "preempted")
     try:
         deadline = time.time() + 120
@@ -152,7 +153,7 @@ def test_slurm_two_workers_sigterm_then_requeue_to_the_end(synth_dir, tmp_path):
     assert rows == [0]
 
     # 2. Requeued: every worker resumes the chief's run from the last finished epoch.
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     results = finish(start_workers(tmp_path, ["train", "--resume", run, "--cluster", "slurm",
                                               "--cluster-port", port], "requeued"))
     for code, log in results:
