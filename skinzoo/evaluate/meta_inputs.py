@@ -83,6 +83,10 @@ def meta_from_text(encodings: dict, text: str | None, raw_inputs=(), option: str
 
 def absent_fields_note(encodings: dict, text: str | None) -> str | None:
     """A one-line note naming the metadata fields the user did not give (treated as missing)."""
+    names = sorted({n for enc in encodings.values() for n in enc.names})
+    if text is not None and text.strip().lower() == ABSENT:  # asked for: no hint to pass values
+        return f"metadata absent by request (--meta {ABSENT}): {', '.join(names)} treated as missing" \
+            if names else None
     given = {k for k, v in parse_meta_values(text).items() if not is_missing(v)}
     absent = sorted({n for enc in encodings.values() for n in enc.names} - given)
     if not absent:

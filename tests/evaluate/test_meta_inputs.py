@@ -75,3 +75,17 @@ def test_ensemble_finds_the_encoding_inside_its_members(keras, fused):
                "multiclass", (32, 32))])
     assert input_names(ensemble) == ["image", "metadata"]
     assert encodings_of(ensemble) == {"metadata": encoding}  # read inside member 1
+
+
+def test_absent_fields_note_does_not_contradict_meta_none():
+    """`--meta none` asked for absent metadata: the note says so and does not tell the user to
+    pass values; a partial --meta names only what is missing."""
+    from skinzoo.data.metadata import fit_encoding, requested_fields
+    from skinzoo.evaluate.meta_inputs import absent_fields_note
+
+    encodings = {"metadata": fit_encoding(TABLE, requested_fields("age,sex,site"))}
+    none = absent_fields_note(encodings, "none")
+    assert "by request" in none and "pass --meta" not in none and "age, sex, site" in none
+    partial = absent_fields_note(encodings, "age=50")
+    assert "pass --meta sex=...,site=..." in partial and "age" not in partial.split(":")[0]
+    assert absent_fields_note(encodings, "age=50,sex=male,site=back") is None
