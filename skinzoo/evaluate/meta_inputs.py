@@ -53,10 +53,16 @@ def input_names(model) -> list[str]:
     return graph_input_names(model)
 
 
+def asks_absent(text: str | None) -> bool:
+    """``--meta none``: the user asks for every metadata field to be missing."""
+    return text is not None and text.strip().lower() == ABSENT
+
+
 def meta_from_text(encodings: dict, text: str | None, raw_inputs=(), option: str = "--meta") -> dict:
     """``--meta`` text -> ``{input name: array}``: fields of the encoded inputs by name (absent
-    fields missing), raw inputs as ``name=v1:v2:...``. Unknown names are refused up front."""
-    values = parse_meta_values(text, option)
+    fields missing; ``none``: all missing), raw inputs as ``name=v1:v2:...``. Unknown names are
+    refused up front."""
+    values = {} if asks_absent(text) else parse_meta_values(text, option)
     fields = {name for enc in encodings.values() for name in enc.names}
     unknown = sorted(set(values) - fields - set(raw_inputs))
     if unknown:
@@ -84,11 +90,11 @@ def meta_from_text(encodings: dict, text: str | None, raw_inputs=(), option: str
 def absent_fields_note(encodings: dict, text: str | None) -> str | None:
     """A one-line note naming the metadata fields the user did not give (treated as missing)."""
     names = sorted({n for enc in encodings.values() for n in enc.names})
-    if text is not None and text.strip().lower() == ABSENT:  # asked for: no hint to pass values
+    if asks_absent(text):  # asked for: no hint to pass values
         return f"metadata absent by request (--meta {ABSENT}): {', '.join(names)} treated as missing" \
             if names else None
     given = {k for k, v in parse_meta_values(text).items() if not is_missing(v)}
-    absent = sorted({n for enc in encodings.values() for n in enc.names} - given)
+    absent = [n for n in names if n not in given]
     if not absent:
         return None
     return (f"metadata not given for {', '.join(absent)}: treated as missing "
@@ -150,8 +156,6 @@ def meta_for_command(loaded, text: str | None, per_image_source: bool = False):
     raw = [n for i, n in enumerate(names) if i != img_i and n not in loaded.metadata]
     if text is None and per_image_source:
         return None, []
-    if text is not None and text.strip().lower() == ABSENT:
-        text = ""  # every field missing: the model as used without any metadata
     meta = meta_from_text(loaded.metadata, text, raw)
     note = absent_fields_note(loaded.metadata, text) if loaded.metadata else None
     return meta, [note] if note else []

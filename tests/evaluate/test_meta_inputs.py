@@ -89,3 +89,7 @@ def test_absent_fields_note_does_not_contradict_meta_none():
     partial = absent_fields_note(encodings, "age=50")
     assert "pass --meta sex=...,site=..." in partial and "age" not in partial.split(":")[0]
     assert absent_fields_note(encodings, "age=50,sex=male,site=back") is None
+    from skinzoo.evaluate.meta_inputs import meta_from_text  # the same "none" for exports' --meta
+
+    np.testing.assert_array_equal(meta_from_text(encodings, "None")["metadata"],
+                                  encodings["metadata"].encode_values({}))

@@ -162,7 +162,8 @@ def test_metadata_reaches_the_evaluation(meta_run, synth_dir):
     b = evaluate_model(fixed, n_bootstrap=10, write=False)
     assert a.paths == b.paths and not np.allclose(a.probs, b.probs)
     absent = resolve_model(run.path)
-    absent.meta, _ = meta_for_command(absent, "none", per_image_source=True)  # --meta none
+    absent.meta, notes = meta_for_command(absent, "none", per_image_source=True)  # --meta none
+    assert len(notes) == 1 and "by request" in notes[0] and "pass --meta" not in notes[0]
     np.testing.assert_array_equal(absent.meta["metadata"], own.metadata["metadata"].encode_values({}))
     c = evaluate_model(absent, n_bootstrap=10, write=False)
     assert not np.allclose(c.probs, a.probs)
