@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import click
-from skinzoo_cli.ranges import click_type
+from skinzoo_cli.ranges import AutoOr, click_type
 from skinzoo_cli.settings import pass_settings
 
 from skinzoo.errors import DataError, UsageError
@@ -52,6 +52,12 @@ def _threshold_option(value):
         raise click.BadParameter("use auto or a number such as 0.3") from None
 
 
+# evaluate, predict and calibrate share it: auto = the run's choice on validation (RUN/tta.json)
+TTA_OPTION = dict(type=AutoOr(click_type(TTA_VIEWS)), default="auto", show_default=True,
+                  help="Test-time augmentation views, 1-8 (dihedral flips/turns); auto = the number "
+                       "chosen on the run's validation split (RUN/tta.json), 1 for a bare model file.")
+
+
 # --- evaluate ----------------------------------------------------------------------------------
 
 
@@ -62,7 +68,7 @@ def _threshold_option(value):
               help="Which split (default: test when known, else all).")
 @click.option("--report", "report", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Write a report folder (default DIR: RUN/eval/<split>/report).")
-@click.option("--tta", type=click_type(TTA_VIEWS), default=1, show_default=True, help="Test-time augmentation views (1-8).")
+@click.option("--tta", **TTA_OPTION)
 @click.option("--threshold", default="auto", show_default=True,
               help="Binary decision threshold: auto (fitted on validation) or a value.")
 @click.option("--target-sensitivity", type=click.FloatRange(0, 1, min_open=True), default=None,
@@ -150,7 +156,8 @@ def format_summary(m: dict) -> str:
         out.append(f"  calibration T={c['temperature']:.3f}: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}")
     if m.get("tta"):
         t = m["tta"]
-        out.append(f"  TTA x{t['views']}: balanced accuracy {t['balanced_accuracy_without']:.3f} -> "
+        how = " (chosen on validation: RUN/tta.json; --tta 1 for one view)" if t.get("chosen_on_val") else ""
+        out.append(f"  TTA x{t['views']}{how}: balanced accuracy {t['balanced_accuracy_without']:.3f} -> "
                    f"{t['balanced_accuracy_with']:.3f} ({t['balanced_accuracy_gain']:+.3f})")
     if m.get("auc_skipped_classes"):
         out.append("  AUC skipped (class absent from labels): " + ", ".join(m["auc_skipped_classes"]))
@@ -169,7 +176,7 @@ def format_summary(m: dict) -> str:
 @click.option("--model", "model_spec", default=None, help="Run directory or .keras file (default: latest run).")
 @click.option("--top-k", type=click_type(TOP_K), default=3, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--tta", type=click_type(TTA_VIEWS), default=1, show_default=True)
+@click.option("--tta", **TTA_OPTION)
 @click.option("--batch-size", type=click_type(BATCH_SIZE), default=32, show_default=True)
 @click.option("--classes", default=None, help="Class names in training order (for a bare model file).")
 @click.option("--meta", default=None, help="Metadata: field=value,... (e.g. age=55,sex=female,site=back) "
@@ -177,11 +184,17 @@ def format_summary(m: dict) -> str:
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
 def predict(images, model_spec, top_k, fmt, tta, batch_size, classes, meta, unsafe):
     """Class probabilities for IMAGE files and/or FOLDERs (searched recursively)."""
+    from skinzoo.evaluate.fitted import resolve_tta
     from skinzoo.evaluate.predict import predict_files
 
     if top_k < 1:
         raise UsageError(f"--top-k {top_k} must be at least 1")
     loaded = _load(model_spec, classes, unsafe)
+    chosen = tta is None
+    tta = resolve_tta(loaded, tta, batch_size)
+    if chosen and tta > 1:
+        click.echo(f"note: averaging {tta} test-time views, chosen on the run's validation split "
+                   f"({loaded.run.tta}); --tta 1 for one view", err=True)
     results = predict_files(loaded, images, batch_size=batch_size, tta=tta, meta=_meta(loaded, meta))
     k = min(top_k, loaded.num_classes)
     good = [r for r in results if r.error is None]
@@ -305,7 +318,7 @@ def gradcam(images, model_spec, class_name, layer, method, alpha, out_dir, pair,
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path())
 @click.option("--data", type=click.Path(), default=None, help="Dataset (default: the run's split.csv).")
-@click.option("--tta", type=click_type(TTA_VIEWS), default=1, show_default=True)
+@click.option("--tta", **TTA_OPTION)
 @click.option("--batch-size", type=click_type(BATCH_SIZE), default=32, show_default=True)
 @click.option("--unsafe", is_flag=True, help="Allow Lambda layers with code (trusted files only).")
 def calibrate(run_dir, data, tta, batch_size, unsafe):

@@ -15,3 +15,19 @@ def click_type(allowed: Range | str):
                               None if r.high is None else int(r.high),
                               min_open=r.low_open, max_open=r.high_open)
     return click.FloatRange(r.low, r.high, min_open=r.low_open, max_open=r.high_open)
+
+
+class AutoOr(click.ParamType):
+    """``auto`` (passed on as None: the library decides) or a value of the wrapped click type."""
+
+    def __init__(self, inner: click.ParamType):
+        self.inner = inner
+        self.name = f"auto|{inner.name}"
+
+    def convert(self, value, param, ctx):
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        return self.inner.convert(value, param, ctx)
+
+    def __repr__(self) -> str:
+        return f"AutoOr({self.inner!r})"

@@ -42,6 +42,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.json")
     calibration = property(lambda self: self.path / "calibration.json")
     threshold = property(lambda self: self.path / "threshold.json")
+    tta = property(lambda self: self.path / "tta.json")
     state = property(lambda self: self.path / "state.json")
     lock = property(lambda self: self.path / "run.lock")
     eval_dir = property(lambda self: self.path / "eval")

@@ -14,7 +14,7 @@ import numpy as np
 
 from skinzoo.errors import DataError, UsageError
 from skinzoo.evaluate.calibration import apply_temperature
-from skinzoo.evaluate.fitted import resolve_threshold
+from skinzoo.evaluate.fitted import resolve_threshold, resolve_tta
 from skinzoo.evaluate.predict import dataset_name, eval_table, predict_split, select_split
 from skinzoo.fileio import write_json_atomic
 from skinzoo.metrics import (
@@ -38,12 +38,15 @@ class Evaluation:
     out_dir: Path | None = None
 
 
-def evaluate_model(loaded, data=None, split=None, tta: int = 1, threshold="auto",
+def evaluate_model(loaded, data=None, split=None, tta: int | None = None, threshold="auto",
                    target_sensitivity: float | None = None, batch_size: int = 32,
                    n_bootstrap: int = 1000, seed: int = 0, write: bool = True) -> Evaluation:
-    """Metrics of ``loaded`` (see :func:`skinzoo.evaluate.predict.resolve_model`) on one split."""
+    """Metrics of ``loaded`` (see :func:`skinzoo.evaluate.predict.resolve_model`) on one split;
+    ``tta=None`` predicts with the run's views (:func:`skinzoo.evaluate.fitted.resolve_tta`)."""
     if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
         raise UsageError(f"--target-sensitivity {target_sensitivity} is outside (0, 1]", "use e.g. 0.95")
+    chosen_on_val = tta is None and loaded.run is not None
+    tta = resolve_tta(loaded, tta, batch_size)
     table, source = eval_table(loaded, data)
     eval_set = select_split(table, source, loaded.classes, split)
     views, y, paths, errors = predict_split(loaded, eval_set, tta, batch_size)
@@ -67,7 +70,7 @@ def evaluate_model(loaded, data=None, split=None, tta: int = 1, threshold="auto"
     if tta > 1:
         single = apply_temperature(views[0], loaded.temperature)
         base = classification_metrics(y, single, loaded.classes, thr)
-        metrics["tta"] = {"views": tta,
+        metrics["tta"] = {"views": tta, "chosen_on_val": chosen_on_val,
                           "balanced_accuracy_without": base["balanced_accuracy"],
                           "balanced_accuracy_with": metrics["balanced_accuracy"],
                           "balanced_accuracy_gain": metrics["balanced_accuracy"] - base["balanced_accuracy"],

@@ -23,6 +23,7 @@ class LoadedModel:
     run: object | None = None  # skinzoo.rundir.RunDir when loaded from a run
     temperature: float = 1.0
     threshold: dict | None = None  # threshold.json contents (binary runs)
+    tta: int | None = None  # tta.json's views (fitted on validation); None = not fitted yet
     notes: list[str] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)  # input name -> MetadataEncoding (encoded inputs)
     meta: dict | None = None  # input name -> values for every image (--meta)

@@ -102,6 +102,8 @@ def resolve_model(spec=None, classes=None, unsafe: bool = False, runs_root="runs
             loaded.temperature = read_temperature(run.calibration)
         if run.threshold.exists():
             loaded.threshold = read_threshold(run.threshold)
+        if run.tta.exists():
+            loaded.tta = read_tta(run.tta)
     return loaded
 
 
@@ -156,6 +158,17 @@ def read_threshold(path) -> dict:
         raise UsageError(f"{path}: \"threshold\" must be a number in 0..1, found {value!r:.40}",
                          hint)
     return data
+
+
+def read_tta(path) -> int:
+    """``tta.json``'s number of views: an integer in 1..8, else a UsageError."""
+    hint = f"delete {path}: `skinzoo evaluate` chooses the views again on the validation split"
+    data = read_json(path, hint)
+    value = data.get("tta") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= len(TTA_VIEWS):
+        raise UsageError(f"{path}: \"tta\" must be an integer in 1..{len(TTA_VIEWS)}, found {value!r:.40}",
+                         hint)
+    return value
 
 
 def _model_image_size(model, info) -> tuple[int, int]:

@@ -110,3 +110,15 @@ def test_calibrate_then_compare(run_copy, tmp_path):
     assert csv_path.read_text().startswith("run,model,n,")
     result = _run(["compare", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "hint:" in result.output
+
+
+def test_tta_option_takes_auto_or_a_view_count(run_copy, synth_dir):
+    img = str(sorted((synth_dir / "images").glob("*.jpg"))[0])
+    (run_copy / "tta.json").unlink(missing_ok=True)
+    result = _run(["predict", img, "--model", str(run_copy), "--tta", "auto"])
+    assert result.exit_code == 0 and (run_copy / "tta.json").exists()
+    chosen = json.loads((run_copy / "tta.json").read_text())["tta"]
+    assert ("averaging 8 test-time views" in result.stderr) == (chosen == 8)
+    for bad in ("9", "many"):
+        result = _run(["predict", img, "--model", str(run_copy), "--tta", bad])
+        assert result.exit_code == 2 and "--tta" in result.output

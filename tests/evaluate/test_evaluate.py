@@ -151,3 +151,70 @@ def test_compare_sorts_and_warns_on_different_splits(multiclass_run, run_factory
     rows, warnings = compare_runs([a, _copy(a, tmp_path, "run-c"), tmp_path / "missing"])
     assert len(rows) == 2 and not any("DIFFERENT" in w for w in warnings)
     assert any("skipped" in w for w in warnings)
+
+
+# --- test-time augmentation chosen on validation (RUN/tta.json) ---------------------------------
+
+def test_tta_auto_is_chosen_on_validation_and_stored(multiclass_run, tmp_path):
+    from skinzoo.evaluate.evaluation import evaluate_model
+    from skinzoo.evaluate.predict import eval_table, predict_split, resolve_model, select_split
+    from skinzoo.metrics import classification_metrics
+
+    run = _copy(multiclass_run, tmp_path)
+    (run / "tta.json").unlink(missing_ok=True)  # the shared run may have been evaluated already
+    loaded = resolve_model(run)
+    assert loaded.tta is None  # nothing fitted yet
+    ev = evaluate_model(loaded, n_bootstrap=50)  # tta=None: the run's choice, fitted now
+    stored = json.loads(loaded.run.tta.read_text())
+    assert stored["fitted_on"] == "val" and stored["candidates"] == [1, 8]
+    # the stored scores are the validation split's, and the choice follows them
+    table, source = eval_table(loaded)
+    val = select_split(table, source, loaded.classes, "val")
+    views, y, _, _ = predict_split(loaded, val, 8, 32)
+    for n in (1, 8):
+        expected = classification_metrics(y, views[:n].mean(axis=0), loaded.classes)["balanced_accuracy"]
+        assert stored["val_balanced_accuracy"][str(n)] == pytest.approx(expected, abs=1e-9)
+    scores = stored["val_balanced_accuracy"]
+    assert stored["tta"] == (8 if scores["8"] > scores["1"] else 1)
+    # evaluation used the chosen views: same numbers as asking for them explicitly
+    explicit = evaluate_model(resolve_model(loaded.run.path), tta=stored["tta"], n_bootstrap=50, write=False)
+    assert ev.probs == pytest.approx(explicit.probs, abs=1e-6)
+    # a later load reads the stored choice instead of fitting again
+    assert resolve_model(loaded.run.path).tta == stored["tta"]
+
+
+def test_tta_explicit_value_wins_and_bare_models_use_one_view(multiclass_run, tmp_path):
+    from skinzoo.evaluate.fitted import resolve_tta
+    from skinzoo.evaluate.predict import resolve_model
+
+    run = _copy(multiclass_run, tmp_path)
+    (run / "tta.json").unlink(missing_ok=True)
+    loaded = resolve_model(run)
+    assert resolve_tta(loaded, 2) == 2 and not loaded.run.tta.exists()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run / "best.keras", bare / "model.keras")
+    loaded = resolve_model(bare / "model.keras", classes=resolve_model(run).classes)
+    assert resolve_tta(loaded) == 1
+
+
+def test_tta_choice_skipped_when_too_slow(multiclass_run, tmp_path):
+    from skinzoo.evaluate.fitted import fit_run_tta
+    from skinzoo.evaluate.predict import resolve_model
+
+    loaded = resolve_model(_copy(multiclass_run, tmp_path))
+    fitted = fit_run_tta(loaded, budget_s=0.0)
+    assert fitted["tta"] == 1 and "would take" in fitted["reason"]
+    assert "val_balanced_accuracy" not in fitted
+    assert any("1 view" in note for note in loaded.notes)
+
+
+@pytest.mark.parametrize("content", ["{", '{"tta": 9}', '{"tta": "8"}', "[8]"])
+def test_damaged_tta_file_is_named(multiclass_run, tmp_path, content):
+    from skinzoo.evaluate.predict import resolve_model
+
+    run = _copy(multiclass_run, tmp_path)
+    (run / "tta.json").write_text(content)
+    with pytest.raises(UsageError) as err:
+        resolve_model(run)
+    assert "tta.json" in str(err.value) and "delete" in err.value.hint
