@@ -18,6 +18,8 @@ from skinzoo.errors import UsageError
 from skinzoo.fileio import read_json, write_json_atomic
 
 RUN_MARKER = "classes.json"  # a folder is a run once it has its class list
+# history.csv columns that describe the epoch, not the model (never plotted as training curves)
+HISTORY_BOOKKEEPING = ("epoch", "stage", "lr", "learning_rate", "seconds", "cpu_percent")
 
 
 class RunDir:

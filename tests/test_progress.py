@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_eta_arithmetic():
     cb = TrainProgress(epochs=5, batch_size=8)
     cb.set_params({"epochs": 5, "steps": 100})
     cb._reset_epoch(1)
-    cb.epoch_times = [(40.0, 10.0, 800)]  # epoch 1: 40 s training + 10 s validation
+    cb.epoch_times = [(40.0, 10.0, 800, 80.0)]  # epoch 1: 40 s training + 10 s validation
     cb.epoch_started = 995.0
     cb.first_step_at = 1000.4  # the first step took 5.4 s (tracing): not the pace
     cb.step = 25  # 24 more steps in 9.6 s: 0.4 s/step, 75 steps left = 30 s, + 10 s validation
@@ -123,15 +124,18 @@ def test_eta_arithmetic():
 
 
 def test_timing_summary():
+    import os
+
     from skinzoo.train.progress import timing_summary
 
-    line = timing_summary([(40.0, 6.0, 6400), (20.0, 4.0, 6400), (22.0, 4.0, 6400)], 97.0)
+    line = timing_summary([(40.0, 6.0, 6400, 50.0), (20.0, 4.0, 6400, 36.0), (22.0, 4.0, 6400, 40.0)], 97.0)
     # the figures to scale from are those after epoch 1 (which traced the graph)
     assert line == ("training took 1 min 37 s: 3 epochs, 25.0 s per epoch (train 21.0 s + validation "
-                    "4.0 s), 305 img/s while training; epoch 1 took 46.0 s (graph tracing, cache filling)")
-    one = timing_summary([(20.0, 4.0, 6400)], 25.0, stage="head")
+                    f"4.0 s), 305 img/s at 181% CPU ({os.cpu_count()} cores) while training; epoch 1 took "
+                    "46.0 s (graph tracing, cache filling)")
+    one = timing_summary([(20.0, 4.0, 6400, 10.0)], 25.0, stage="head")
     assert one.startswith("head training took 25.0 s: 1 epoch, 24.0 s per epoch") and \
-        one.endswith("320 img/s while training (includes graph tracing)")
+        one.endswith("320 img/s at 50% CPU (" + f"{os.cpu_count()} cores) while training (includes graph tracing)")
 
 
 def test_callback_in_a_real_fit(stream):
@@ -162,9 +166,9 @@ def test_callback_in_a_real_fit(stream):
     assert "  ETA " in seen[0] and "  run " in seen[0]
     assert any(s.startswith("epoch 1/2  validating 1 batches") for s in seen)
     assert any(s.startswith("epoch 2/2  validating 2/2 batches") for s in seen)  # known after epoch 1
-    assert len(progress.epoch_times) == 2 and all(i == 64 for _, _, i in progress.epoch_times)
+    assert len(progress.epoch_times) == 2 and all(i == 64 and c > 0 for _, _, i, c in progress.epoch_times)
     assert len(echoed) == 1 and echoed[0].startswith("training took ") and "2 epochs" in echoed[0]
-    assert "img/s while training" in echoed[0]
+    assert re.search(r"img/s at \d+% CPU \(\d+ cores\) while training", echoed[0])
     per_epoch = stream.getvalue().splitlines()  # -v: one timing line per epoch, on stderr
     assert [line.split(":")[0] for line in per_epoch] == ["  epoch 1", "  epoch 2"]
 

@@ -16,6 +16,7 @@ import numpy as np
 from skinzoo.errors import UsageError
 from skinzoo.evaluate.subgroups import subgroups_html
 from skinzoo.fileio import atomic_path, write_json_atomic, write_text_atomic
+from skinzoo.rundir import HISTORY_BOOKKEEPING
 
 HEADLINE_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy",
                   "macro_f1": "Macro F1", "macro_auc": "Macro AUC"}
@@ -118,8 +119,8 @@ def plot_history(history_csv, path) -> Path | None:
         hist = pd.read_csv(history_csv)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
-    names = [c for c in hist.columns if c != "epoch" and not c.startswith("val_") and c != "lr"
-             and c != "learning_rate" and pd.api.types.is_numeric_dtype(hist[c])]
+    names = [c for c in hist.columns if c not in HISTORY_BOOKKEEPING and not c.startswith("val_")
+             and pd.api.types.is_numeric_dtype(hist[c])]
     if hist.empty or not names:
         return None
     plt = _plt()

@@ -64,6 +64,7 @@ class HistoryLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_started = time.perf_counter()
+        self._cpu_started = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.abort.aborted:
@@ -73,7 +74,11 @@ class HistoryLogger(keras.callbacks.Callback):
             row["stage"] = self.stage
         row["lr"] = _current_lr(self.model)
         # wall seconds of the epoch incl. validation: time-to-accuracy figures read this column
-        row["seconds"] = round(time.perf_counter() - getattr(self, "_epoch_started", time.perf_counter()), 2)
+        seconds = time.perf_counter() - getattr(self, "_epoch_started", time.perf_counter())
+        row["seconds"] = round(seconds, 2)
+        # CPU seconds of all the process's threads per wall second, incl. validation (200 = 2 cores busy)
+        cpu = time.process_time() - getattr(self, "_cpu_started", time.process_time())
+        row["cpu_percent"] = round(100 * cpu / seconds, 1) if seconds > 0 else float("nan")
         row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
         if self.write:

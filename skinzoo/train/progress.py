@@ -13,6 +13,7 @@ so the live values are the running loss and metric.
 
 from __future__ import annotations
 
+import os
 import time
 
 import keras
@@ -47,7 +48,8 @@ class TrainProgress(keras.callbacks.Callback):
         self.echo = echo
         self.stage = stage
         self.enabled = enabled
-        self.epoch_times: list[tuple[float, float, int]] = []  # (train s, validation s, images)
+        # (train s, validation s, images, CPU s of this process's threads while training)
+        self.epoch_times: list[tuple[float, float, int, float]] = []
         self.val_steps: int | None = None  # Keras does not say; known after the first validation
         self.fit_started = time.monotonic()
         self._reset_epoch(0)
@@ -62,6 +64,8 @@ class TrainProgress(keras.callbacks.Callback):
         self.val_step = 0
         self.epoch_started = self.val_started = self.train_ended = time.monotonic()
         self.first_step_at = self.epoch_started
+        # CPU time of all threads: with the wall time it shows whether every core is busy
+        self.cpu_started = self.cpu_train_ended = time.process_time()
 
     @property
     def steps(self) -> int | None:
@@ -97,7 +101,7 @@ class TrainProgress(keras.callbacks.Callback):
             return None
         remaining = max(self.total_epochs - (self.epoch + 1), 0)
         if self.epoch_times:
-            per_epoch = sum(t + v for t, v, _ in self.epoch_times) / len(self.epoch_times)
+            per_epoch = sum(t + v for t, v, *_ in self.epoch_times) / len(self.epoch_times)
         else:
             per_epoch = (time.monotonic() if now is None else now) - self.epoch_started + left_in_epoch
         return left_in_epoch + remaining * per_epoch
@@ -147,6 +151,7 @@ class TrainProgress(keras.callbacks.Callback):
     def on_test_begin(self, logs=None):
         if self.phase == "train":  # validation inside fit (evaluate() alone never calls us)
             self.train_ended = time.monotonic()
+            self.cpu_train_ended = time.process_time()
             self.phase = "val"
             self.val_started = self.train_ended
             self.val_step = 0
@@ -165,9 +170,10 @@ class TrainProgress(keras.callbacks.Callback):
         if self.abort.aborted:
             return  # an aborted epoch (NaN, Ctrl-C) is not a finished one
         train_end = self.train_ended if self.phase == "done" else now
+        cpu_end = self.cpu_train_ended if self.phase == "done" else time.process_time()
         train_s, val_s = train_end - self.epoch_started, now - train_end
         images = self.step * self.batch_size
-        self.epoch_times.append((train_s, val_s, images))
+        self.epoch_times.append((train_s, val_s, images, cpu_end - self.cpu_started))
         if self.enabled and level() == "verbose":
             note(f"  epoch {self.offset + epoch + 1}: {format_duration(train_s + val_s)} (train "
                  f"{format_duration(train_s)} at {format_rate(images, train_s, 'img')}, validation "
@@ -181,7 +187,8 @@ class TrainProgress(keras.callbacks.Callback):
 
 def timing_summary(epoch_times, total_seconds: float, stage: str | None = None) -> str:
     """``training took 4 min 12 s: 10 epochs, 24.0 s per epoch (train 21.5 s + validation
-    2.5 s), 325 img/s while training`` from ``[(train s, validation s, images), ...]``.
+    2.5 s), 325 img/s at 186% CPU (2 cores) while training`` from ``[(train s, validation s,
+    images, train CPU s), ...]``.
 
     With two epochs or more the figures are those of the epochs after the first: the first
     one also traces the graph and fills the caches, which a longer run does not repeat, so
@@ -189,13 +196,14 @@ def timing_summary(epoch_times, total_seconds: float, stage: str | None = None) 
     n = len(epoch_times)
     steady = epoch_times[1:] if n >= 2 else epoch_times
     m = len(steady)
-    train = sum(t for t, _, _ in steady)
-    val = sum(v for _, v, _ in steady)
-    images = sum(i for _, _, i in steady)
+    train = sum(t for t, _, _, _ in steady)
+    val = sum(v for _, v, _, _ in steady)
+    images = sum(i for _, _, i, _ in steady)
+    cpu = sum(c for _, _, _, c in steady)
     what = f"{stage} training" if stage else "training"
     first = (f"; epoch 1 took {format_duration(sum(epoch_times[0][:2]))} (graph tracing, cache filling)"
              if n >= 2 else " (includes graph tracing)")
     return (f"{what} took {format_duration(total_seconds)}: {n} epoch{'s' if n != 1 else ''}, "
             f"{format_duration((train + val) / m)} per epoch (train {format_duration(train / m)} + "
-            f"validation {format_duration(val / m)}), {format_rate(images, train, 'img')} while "
-            f"training{first}")
+            f"validation {format_duration(val / m)}), {format_rate(images, train, 'img')} at "
+            f"{100 * cpu / max(train, 1e-9):.0f}% CPU ({os.cpu_count()} cores) while training{first}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -93,8 +94,11 @@ def test_same_seed_same_history_and_config_round_trip(synth_dir, tmp_path):
     first = train(tiny(synth_dir, tmp_path, seed=7), echo=quiet)
     # Repeat through the resolved config the run wrote: identical split and identical history.
     again = train(resolve(load_toml(first.run.config)).validate(), echo=quiet)
-    a, b = (pd.read_csv(r.run.history).drop(columns="seconds") for r in (first, again))  # wall time differs
+    timing = ["seconds", "cpu_percent"]  # wall and CPU time differ between runs; the rest may not
+    a, b = (pd.read_csv(r.run.history).drop(columns=timing) for r in (first, again))
     pd.testing.assert_frame_equal(a, b)
+    cpu = pd.read_csv(first.run.history)["cpu_percent"]
+    assert ((cpu > 0) & (cpu <= 100 * os.cpu_count() + 5)).all()
     assert pd.read_csv(first.run.split)["split"].tolist() == pd.read_csv(again.run.split)["split"].tolist()
 
 
