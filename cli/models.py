@@ -24,8 +24,9 @@ def models(pattern, no_size, markdown, speed, models_pattern, size):
     and options with 1000 classes (as model zoos report them; FLOPs ≈ 2 × MACs), default size, batch and learning rate, whether ImageNet weights can be
     loaded (weights="imagenet" online, or a local weights file).
 
-    With --speed: train and inference images/s measured here at the default size and batch
-    (e.g. `skinzoo models --speed --models "resnet*" --size 128`).
+    With --speed: train and inference images/s measured here at the default size and batch,
+    and the CPU use while training (200% = both cores of a 2-core machine busy), e.g.
+    `skinzoo models --speed --models "resnet*" --size 128`.
     """
     from skinzoo.errors import UsageError
     from skinzoo.models.registry import get_model_info, list_models
@@ -59,19 +60,19 @@ def _speed_table(names, size, markdown):
     """One row printed as each model is measured (deep models at 224 px take a while on a CPU)."""
     from skinzoo.models.speed import machine_is_shared, measure_speed
 
-    header = ["name", "size", "batch", "train img/s", "predict img/s", "note"]
+    header = ["name", "size", "batch", "train img/s", "train CPU %", "predict img/s", "note"]
     note = machine_is_shared()
     if note:
         click.echo(note, err=True)
     click.echo(_markdown(header, []) if markdown else _speed_line(header))
     for name in names:
         s = measure_speed(name, size=size)
-        row = [s.name, f"{s.size} px", str(s.batch), _ips(s.train_ips), _ips(s.predict_ips),
-               s.error or ""]
+        row = [s.name, f"{s.size} px", str(s.batch), _ips(s.train_ips),
+               _ips(s.train_cpu_percent, "{:.0f}"), _ips(s.predict_ips), s.error or ""]
         click.echo(_markdown(header, [row]).splitlines()[-1] if markdown else _speed_line(row))
 
 
-def _speed_line(cells, widths=(15, 7, 5, 11, 13)):
+def _speed_line(cells, widths=(15, 7, 5, 11, 11, 13)):
     """Name left-aligned, figures right-aligned, the note (an error, if any) last."""
     *fixed, note = cells
     line = "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
@@ -79,8 +80,8 @@ def _speed_line(cells, widths=(15, 7, 5, 11, 13)):
     return (line + "  " + note).rstrip()
 
 
-def _ips(value):
-    return "-" if value is None else f"{value:,.1f}"
+def _ips(value, form="{:,.1f}"):
+    return "-" if value is None else form.format(value)
 
 
 def _markdown(header, rows):

@@ -5,7 +5,10 @@ not by its parameter count. Each model is built with random weights at its defau
 size asked for) and default batch size, compiled as ``skinzoo train`` compiles it (Adam,
 cross-entropy), and fed one synthetic in-memory batch: the figures are the models' step limits,
 with no input pipeline in the way. One step of each kind is a warm-up (graph tracing, kernel
-selection) and is not timed; then a few timed steps each.
+selection) and is not timed; then a few timed steps each. CPU use while training is the process's
+CPU time (all threads) over the wall time of the timed steps, x100: on 2 cores, 200% means both
+are busy, and a figure near 100% says the model's ops are too small to keep more than one core
+busy at this size and batch.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Speed:
     batch: int
     train_ips: float | None = None  # images/s of optimizer steps (forward + backward + update)
     predict_ips: float | None = None  # images/s of inference (forward only, training=False)
+    train_cpu_percent: float | None = None  # process CPU time / wall x100 while training
     params: int | None = None
     error: str | None = None
 
@@ -62,10 +66,11 @@ def measure_speed(name: str, size: int | None = None, batch: int | None = None,
         images, targets = synthetic_batch(batch, size, seed)
         model.compile(optimizer=keras.optimizers.Adam(1e-4),
                       loss=keras.losses.CategoricalCrossentropy())
-        train_ips = batch / _seconds_per_step(lambda: model.train_on_batch(images, targets), steps)
-        predict_ips = batch / _seconds_per_step(lambda: model.predict_on_batch(images), steps)
-        return Speed(info.name, size, batch, round(train_ips, 1), round(predict_ips, 1),
-                     model.count_params())
+        train_s, train_cpu = _seconds_per_step(lambda: model.train_on_batch(images, targets), steps)
+        predict_s, _ = _seconds_per_step(lambda: model.predict_on_batch(images), steps)
+        return Speed(info.name, size, batch, train_ips=round(batch / train_s, 1),
+                     predict_ips=round(batch / predict_s, 1),
+                     train_cpu_percent=round(100 * train_cpu, 1), params=model.count_params())
     finally:
         keras.backend.clear_session()  # the next model starts from an empty graph and memory
 
@@ -78,12 +83,14 @@ def synthetic_batch(batch: int, size: int, seed: int = 0):
     return images, targets
 
 
-def _seconds_per_step(step, steps: int) -> float:
+def _seconds_per_step(step, steps: int) -> tuple[float, float]:
+    """(wall seconds per step, CPU seconds of this process per wall second) over ``steps``."""
     step()  # warm-up: traces the step function; not timed
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - t0) / steps
+    wall = time.perf_counter() - t0
+    return wall / steps, (time.process_time() - cpu0) / wall
 
 
 def machine_is_shared() -> str | None:

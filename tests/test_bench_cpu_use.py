@@ -1,0 +1,66 @@
+"""bench/bench_cpu_use.py's bookkeeping (no TensorFlow): the round order and the ratio summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.bench_cpu_use import (
+    grid,
+    job_name,
+    ordered,
+    process_jobs,
+    run_child,
+    summarise,
+    usable_cores,
+)
+
+
+def test_each_pair_alternates_which_side_goes_first_over_rounds_and_pairs():
+    train, variants = grid(quick=True)
+    jobs = process_jobs(train, variants, quick=True, data="unused")
+    assert len(jobs) == 2 * len(train) + len(variants)
+    first = [[j["side"] for j in ordered(jobs, r)][0:4] for r in (0, 1)]
+    assert first[0] == ["pipeline", "synthetic", "synthetic", "pipeline"]
+    assert first[1] == ["synthetic", "pipeline", "pipeline", "synthetic"]
+    assert sorted(map(job_name, ordered(jobs, 1))) == sorted(map(job_name, jobs))  # nothing lost
+
+
+def test_ratios_are_medians_of_per_round_ratios_with_their_range_and_failed_rounds_skipped():
+    train = [("compact_resnet", 64, "float32", True), ("compact_resnet", 64, "mixed_bfloat16", True)]
+    variants = [("xla", "compact_resnet", 64), ("spe8", "compact_resnet", 64)]
+    results = {
+        "pipeline compact_resnet 64 f32 det": [{"train_ips": 90, "train_cpu_percent": 170},
+                                               {"train_ips": 80, "train_cpu_percent": 190},
+                                               {"error": "timed out"}],
+        "synthetic compact_resnet 64 f32 det": [{"train_ips": 100, "train_cpu_percent": 195,
+                                                 "predict_ips": 300}] * 3,
+        "pipeline compact_resnet 64 bf16 det": [{"train_ips": 120, "train_cpu_percent": 185}] * 3,
+        "synthetic compact_resnet 64 bf16 det": [{"train_ips": 150, "train_cpu_percent": 190,
+                                                  "predict_ips": 330}] * 3,
+        "synthetic+xla compact_resnet 64 f32 det": [{"train_ips": 80, "predict_ips": 600}] * 3,
+        "synthetic+spe8 compact_resnet 64 f32 det": [{"train_ips": 120, "predict_ips": 300}] * 3,
+    }
+    figures, ratios, ranges, targets = summarise(results, train, variants, cores=2)
+    k = "compact_resnet 64 f32 det"
+    assert ratios[f"train_vs_limit {k}"] == 0.85 and ranges[f"train_vs_limit {k}"] == [0.8, 0.9]
+    assert targets[f"train_vs_limit {k}"] == ">= 0.8"
+    assert ratios[f"cpu_percent_train {k}"] == 180 and targets[f"cpu_percent_train {k}"] == ">= 180"
+    assert ratios["bf16_vs_f32_limit compact_resnet 64 det"] == 1.5
+    assert ratios["xla_vs_default_train compact_resnet 64"] == 0.8
+    assert ratios["xla_vs_default_predict compact_resnet 64"] == 2.0
+    assert ratios["spe8_vs_default_train compact_resnet 64"] == 1.2
+    assert "spe8_vs_default_predict compact_resnet 64" not in ratios  # the lever is training-only
+    assert figures[f"train_ips pipeline {k}"] == 85
+
+
+@pytest.mark.slow
+def test_one_configuration_runs_in_its_own_process_and_a_failure_is_a_result(synth_dir):
+    job = dict(model="simple_cnn", size=32, precision="float32", deterministic=True,
+               side="pipeline", variant="", epochs=1, images=64, data=str(synth_dir))
+    got = run_child(job, timeout=120)
+    assert "error" not in got, got
+    assert got["steps_per_epoch"] == 2 and got["train_ips"] > 0
+    assert 0 < got["train_cpu_percent"] <= 100 * usable_cores() + 5
+    assert "predict_ips" not in got  # inference is timed on the synthetic side only
+    failed = run_child({**job, "model": "no_such_model"}, timeout=120)
+    assert "no_such_model" in failed["error"]
