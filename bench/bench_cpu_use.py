@@ -9,13 +9,19 @@ two sides are measured, each in its own fresh Python process:
 - ``synthetic``: the same ``model.fit`` on one in-memory batch repeated: the model's step limit,
   with no input pipeline in the way. This side also times inference (``predict_on_batch``).
 
-Plus variants of the synthetic side (float32, determinism on), each compared with the plain one:
+Plus variants (float32, determinism on), each compared with the plain side it changes:
 
-- ``xla``: ``compile(jit_compile=True)``, training and inference;
-- ``spe8``: ``compile(steps_per_execution=8)``: 8 steps per call into the graph, so the Python
-  and per-step launch overhead between steps is paid once per 8 (compact_resnet only);
-- ``b64``: batch 64 instead of 32: whether the ops are too small at batch 32 to keep both cores
-  busy (compact_resnet only; a training setting, not a free lever).
+- ``synthetic+xla``: ``compile(jit_compile=True)``, training and inference;
+- ``synthetic+spe8``: ``compile(steps_per_execution=8)``: 8 steps per call into the graph, so the
+  Python and per-step launch overhead between steps is paid once per 8;
+- ``synthetic+b64``: batch 64 instead of 32: whether the ops are too small at batch 32 to keep
+  both cores busy (a training setting, not a free lever);
+- ``pipeline+metrics``: ``skinzoo train``'s training metrics compiled in (accuracy, balanced
+  accuracy, 7-label AUC, updated every step);
+- ``pipeline+callbacks``: ``skinzoo train``'s per-step callbacks (NaN guard, Ctrl-C handler, the
+  recipe's weight average with its graph call per step, the progress line's bookkeeping): any
+  callback with a per-batch hook makes Keras convert the step's logs to Python floats and run
+  the hooks between steps instead of in its background thread.
 
 Why one process per configuration: in one process, after a mixed_bfloat16 or jit_compile model
 had trained, a following float32 model trained at half speed (93 against 186 img/s, 94% CPU),
@@ -41,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from skinzoo.errors import SkinzooError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ham10000"
 BATCH = 32
@@ -60,8 +68,14 @@ FULL_MODELS = ("compact_resnet", "resnet18_small", "efficientnetb0", "resnet50")
 FULL_SIZES = (64, 128)
 PRECISIONS = ("float32", "mixed_bfloat16")
 SHORT = {"float32": "f32", "mixed_bfloat16": "bf16", True: "det", False: "nodet"}
-# variant name -> what it changes in the synthetic side's compile / batch
-VARIANTS = {"xla": {"jit": True}, "spe8": {"steps_per_execution": 8}, "b64": {"batch": 64}}
+# variant name -> the side it changes and what it changes there
+VARIANTS = {
+    "xla": {"side": "synthetic", "jit": True},
+    "spe8": {"side": "synthetic", "steps_per_execution": 8},
+    "b64": {"side": "synthetic", "batch": 64},
+    "metrics": {"side": "pipeline", "metrics": True},
+    "callbacks": {"side": "pipeline", "callbacks": True},
+}
 TARGET_VS_LIMIT = ">= 0.8"
 
 
@@ -73,16 +87,18 @@ def grid(quick: bool) -> tuple[list[tuple], list[tuple]]:
 
     Quick (under 10 minutes on 2 idle cores): compact_resnet and resnet18_small at 64 px in both
     precisions with determinism on (skinzoo train's default with a seed), compact_resnet float32
-    with it off too; XLA and the two levers on compact_resnet at 64 px.
+    with it off too; XLA, steps_per_execution and skinzoo train's metrics and callbacks on
+    compact_resnet at 64 px (full mode adds batch 64 and XLA for every model and size).
     """
-    levers = [("spe8", "compact_resnet", 64), ("b64", "compact_resnet", 64)]
+    levers = [(v, "compact_resnet", 64) for v in ("spe8", "metrics", "callbacks")]
     if quick:
         train = [(m, 64, p, True) for m in ("compact_resnet", "resnet18_small") for p in PRECISIONS]
         train.insert(1, ("compact_resnet", 64, "float32", False))
         return train, [("xla", "compact_resnet", 64), *levers]
     train = [(m, s, p, d) for m in FULL_MODELS for s in FULL_SIZES for p in PRECISIONS
              for d in (True, False)]
-    return train, [("xla", m, s) for m in FULL_MODELS for s in FULL_SIZES] + levers
+    return train, [("xla", m, s) for m in FULL_MODELS for s in FULL_SIZES] + levers + [
+        ("b64", "compact_resnet", 64)]
 
 
 def key(model: str, size: int, precision: str | None = None, deterministic: bool | None = None) -> str:
@@ -103,7 +119,7 @@ def process_jobs(train: list[tuple], variants: list[tuple], quick: bool, data: s
     for variant, model, size in variants:
         # float32, determinism on: what `skinzoo train --seed` runs; the grid holds its plain twin
         jobs.append(dict(model=model, size=size, precision="float32", deterministic=True,
-                         side="synthetic", variant=variant, epochs=2,
+                         side=VARIANTS[variant]["side"], variant=variant, epochs=2,
                          images=images_per_epoch(model, size, quick), data=data))
     return jobs
 
@@ -123,7 +139,8 @@ def ordered(jobs: list[dict], round_no: int) -> list[dict]:
     with the round and with the pair's position (so no side always follows the other)."""
     out, i, pair = [], 0, 0
     while i < len(jobs):
-        if i + 1 < len(jobs) and jobs[i]["side"] == "pipeline" and not jobs[i + 1]["variant"]:
+        if (i + 1 < len(jobs) and jobs[i]["side"] == "pipeline" and not jobs[i]["variant"]
+                and not jobs[i + 1]["variant"]):
             two = jobs[i:i + 2]
             out += two[::-1] if (round_no + pair) % 2 else two
             i, pair = i + 2, pair + 1
@@ -144,6 +161,7 @@ def measure(job: dict) -> dict:
     import keras
 
     from skinzoo.models.registry import build_model
+    from skinzoo.train.metrics import training_metrics
 
     variant = VARIANTS.get(job["variant"], {})
     batch = variant.get("batch", BATCH)
@@ -152,7 +170,8 @@ def measure(job: dict) -> dict:
     model = build_model(job["model"], NUM_CLASSES, input_shape=job["size"])
     model.compile(optimizer=keras.optimizers.Adam(1e-4),
                   loss=keras.losses.CategoricalCrossentropy(), jit_compile=variant.get("jit", False),
-                  steps_per_execution=variant.get("steps_per_execution", 1))
+                  steps_per_execution=variant.get("steps_per_execution", 1),
+                  metrics=training_metrics(NUM_CLASSES) if variant.get("metrics") else None)
     steps = job["images"] // batch
     if job["side"] == "pipeline":
         dataset = pipeline_dataset(job["data"], job["images"], job["size"])
@@ -165,8 +184,9 @@ def measure(job: dict) -> dict:
         marks.append((time.perf_counter(), time.process_time()))
 
     clock = keras.callbacks.LambdaCallback(on_epoch_begin=mark, on_epoch_end=mark)
+    extra = per_step_callbacks(1 + job["epochs"]) if variant.get("callbacks") else []
     load = os.getloadavg()[0]
-    model.fit(dataset, epochs=1 + job["epochs"], callbacks=[clock], verbose=0)
+    model.fit(dataset, epochs=1 + job["epochs"], callbacks=[clock, *extra], verbose=0)
     epochs = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks[0::2], marks[1::2], strict=True)][1:]
     result = {"train_ips": statistics.median(steps * batch / wall for wall, _ in epochs),
               "train_cpu_percent": statistics.median(100 * cpu / wall for wall, cpu in epochs),
@@ -174,6 +194,20 @@ def measure(job: dict) -> dict:
     if job["side"] == "synthetic":
         result.update(predict_rate(model, images, max(1, steps * batch // BATCH)))
     return result
+
+
+def per_step_callbacks(epochs: int) -> list:
+    """The callbacks ``skinzoo train`` runs after every training step (skinzoo.train.parts.
+    standard_callbacks), with the recipe's weight average; their epoch-level file writing
+    (history, checkpoints, backups) is left out, the progress line kept silent."""
+    from skinzoo.train import callbacks as cb
+    from skinzoo.train.abort import AbortState
+    from skinzoo.train.progress import TrainProgress
+
+    abort = AbortState()
+    return [cb.NaNGuard(abort), cb.InterruptHandler(abort), cb.WeightAverage(0.999),
+            TrainProgress(epochs, BATCH, echo=lambda *_: None, enabled=False, abort=abort),
+            cb.EpochPrinter(epochs, echo=lambda *_: None, abort=abort)]
 
 
 def pipeline_dataset(data: str, n: int, size: int):
@@ -220,7 +254,7 @@ def run_child(job: dict, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith(MARK)]
-    if done.returncode != 0 or not lines:
+    if not lines:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         return {"error": f"exit {done.returncode}: {tail}"}
     return json.loads(lines[-1][len(MARK):])
@@ -282,11 +316,12 @@ def summarise(results: dict, train: list[tuple], variants: list[tuple], cores: i
             add(f"nodet_vs_det_train {key(model, size, precision)}", values(pipe, "train_ips"),
                 values(f"pipeline {twin}", "train_ips"))
     for variant, model, size in variants:
-        k = key(model, size, "float32", True)
+        k, side = key(model, size, "float32", True), VARIANTS[variant]["side"]
         # inference only changes with XLA (the levers change the training step)
-        for field, label in (("train_ips", "train"), ("predict_ips", "predict"))[:2 if variant == "xla" else 1]:
-            add(f"{variant}_vs_default_{label} {key(model, size)}",
-                values(f"synthetic+{variant} {k}", field), values(f"synthetic {k}", field))
+        fields = ("train_ips", "predict_ips") if variant == "xla" else ("train_ips",)
+        for field in fields:
+            add(f"{variant}_vs_default_{field.removesuffix('_ips')} {key(model, size)}",
+                values(f"{side}+{variant} {k}", field), values(f"{side} {k}", field))
     return figures, ratios, ranges, targets
 
 
@@ -345,8 +380,10 @@ def run(quick: bool = False, data: str | None = None) -> dict:
              "synthetic side. CPU % = process CPU time (all threads) / wall x 100. Ratios: median "
              f"over {rounds} rounds of per-round ratios (ratio_ranges: min-max); within a round the "
              "pipeline/synthetic order flips per configuration and per round. Variants of the "
-             "synthetic side (float32, determinism on) vs the plain one: xla = "
-             "compile(jit_compile=True), spe8 = compile(steps_per_execution=8), b64 = batch 64."
+             "side they change (float32, determinism on) vs the plain one: xla = "
+             "compile(jit_compile=True), spe8 = compile(steps_per_execution=8), b64 = batch 64 "
+             "(synthetic side); metrics = skinzoo train's training metrics, callbacks = its "
+             "per-step callbacks with the 0.999 weight average (pipeline side)."
              + (" Errors: " + "; ".join(errors) if errors else ""))
     return {"name": "cpu_use", "baseline": "the model's step limit (synthetic in-memory batches)",
             "figures": figures, "ratios": ratios, "ratio_ranges": ranges, "targets": targets,
@@ -355,6 +392,10 @@ def run(quick: bool = False, data: str | None = None) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
-        print(MARK + json.dumps(measure(json.loads(sys.argv[2]))), flush=True)
+        try:
+            outcome = measure(json.loads(sys.argv[2]))
+        except SkinzooError as err:  # a bad configuration (unknown model, size too small): one line
+            outcome = {"error": f"{type(err).__name__}: {err.message}"}
+        print(MARK + json.dumps(outcome), flush=True)
     else:
         print(json.dumps(run(quick="--quick" in sys.argv), indent=2))

@@ -27,7 +27,8 @@ def test_each_pair_alternates_which_side_goes_first_over_rounds_and_pairs():
 
 def test_ratios_are_medians_of_per_round_ratios_with_their_range_and_failed_rounds_skipped():
     train = [("compact_resnet", 64, "float32", True), ("compact_resnet", 64, "mixed_bfloat16", True)]
-    variants = [("xla", "compact_resnet", 64), ("spe8", "compact_resnet", 64)]
+    variants = [("xla", "compact_resnet", 64), ("spe8", "compact_resnet", 64),
+                ("callbacks", "compact_resnet", 64)]
     results = {
         "pipeline compact_resnet 64 f32 det": [{"train_ips": 90, "train_cpu_percent": 170},
                                                {"train_ips": 80, "train_cpu_percent": 190},
@@ -39,6 +40,8 @@ def test_ratios_are_medians_of_per_round_ratios_with_their_range_and_failed_roun
                                                   "predict_ips": 330}] * 3,
         "synthetic+xla compact_resnet 64 f32 det": [{"train_ips": 80, "predict_ips": 600}] * 3,
         "synthetic+spe8 compact_resnet 64 f32 det": [{"train_ips": 120, "predict_ips": 300}] * 3,
+        "pipeline+callbacks compact_resnet 64 f32 det": [{"train_ips": 68, "train_cpu_percent": 130},
+                                                         {"error": "exit 1"}, {"error": "exit 1"}],
     }
     figures, ratios, ranges, targets = summarise(results, train, variants, cores=2)
     k = "compact_resnet 64 f32 det"
@@ -50,13 +53,17 @@ def test_ratios_are_medians_of_per_round_ratios_with_their_range_and_failed_roun
     assert ratios["xla_vs_default_predict compact_resnet 64"] == 2.0
     assert ratios["spe8_vs_default_train compact_resnet 64"] == 1.2
     assert "spe8_vs_default_predict compact_resnet 64" not in ratios  # the lever is training-only
+    # a pipeline-side variant is compared with the plain pipeline side; one round ran
+    assert ratios["callbacks_vs_default_train compact_resnet 64"] == 0.76
+    assert figures[f"train_cpu_percent pipeline+callbacks {k}"] == 130
     assert figures[f"train_ips pipeline {k}"] == 85
 
 
 @pytest.mark.slow
 def test_one_configuration_runs_in_its_own_process_and_a_failure_is_a_result(synth_dir):
+    # skinzoo train's per-step callbacks ride along: the variant with the most moving parts
     job = dict(model="simple_cnn", size=32, precision="float32", deterministic=True,
-               side="pipeline", variant="", epochs=1, images=64, data=str(synth_dir))
+               side="pipeline", variant="callbacks", epochs=1, images=64, data=str(synth_dir))
     got = run_child(job, timeout=120)
     assert "error" not in got, got
     assert got["steps_per_epoch"] == 2 and got["train_ips"] > 0
