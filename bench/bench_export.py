@@ -5,24 +5,30 @@ SavedModel ``serving_pixels`` signature, the SavedModel ``serving_default`` sign
 JPEG bytes: decode + resize in the graph, so it does more work than the pixel paths), TFLite
 float32 and int8 (LiteRT / tf.lite interpreter, all cores) and ONNX Runtime (CPU). Every path
 runs through the loaders ``skinzoo predict --model EXPORT`` uses, on the same images, in batches
-of ``batch`` after one warm-up batch. The model is briefly trained on the synthetic demo images
+of ``batch`` after one warm-up batch, all paths timed in alternating rounds (each ratio is the
+median per-round ratio, with its range). The model is briefly trained on the synthetic demo images
 so the int8 agreement with Keras means something (a random model's outputs are near-ties).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import statistics
 import tempfile
-import time
 from pathlib import Path
 
+from bench.rounds import alternating_rounds, ratio_summary
 
-def _timed(fn, batches) -> float:
-    fn(batches[0])  # warm-up: graph tracing, interpreter allocation, session set-up
-    t0 = time.perf_counter()
-    for b in batches:
-        fn(b)
-    return time.perf_counter() - t0
+
+def _over_batches(fn, batches):
+    """A side of the comparison: ``fn`` over every batch, after one warm-up call (graph tracing,
+    interpreter allocation, session set-up are not what is compared)."""
+    fn(batches[0])
+
+    def one_pass():
+        for b in batches:
+            fn(b)
+    return one_pass
 
 
 def run(quick: bool = False, data: str | None = None) -> dict:
@@ -32,10 +38,11 @@ def run(quick: bool = False, data: str | None = None) -> dict:
     size, n_train, n_images, epochs, batch = (64, 300, 256, 2, 32) if quick else (128, 1000, 1024, 4, 32)
     set_seed(0, deterministic=False)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
-        return _measure(Path(tmp), size, n_train, n_images, epochs, batch)
+        return _measure(Path(tmp), size, n_train, n_images, epochs, batch, rounds=3 if quick else 5)
 
 
-def _measure(work: Path, size: int, n_train: int, n_images: int, epochs: int, batch: int) -> dict:
+def _measure(work: Path, size: int, n_train: int, n_images: int, epochs: int, batch: int,
+             rounds: int) -> dict:
     import numpy as np
 
     from skinzoo.data.pipeline import load_images
@@ -65,16 +72,16 @@ def _measure(work: Path, size: int, n_train: int, n_images: int, epochs: int, ba
     classes = [f"c{i}" for i in range(7)]
 
     keras_probs = model.predict(images, batch_size=batch, verbose=0)
-    figures, sizes, agreement = {}, {}, {}
+    sizes, agreement = {}, {}
     model.save(work / "model.keras")
     sizes["keras"] = path_size(work / "model.keras")
-    figures["images_per_s_keras"] = n_images / _timed(lambda b: model.predict(b, verbose=0), batches)
+    sides = {"keras": _over_batches(lambda b: model.predict(b, verbose=0), batches)}
 
     write_savedmodel(model, inputs, classes, "crop", work / "savedmodel")
     sm = SavedModelRunner(work / "savedmodel")
     sizes["savedmodel"] = path_size(work / "savedmodel")
-    figures["images_per_s_savedmodel_pixels"] = n_images / _timed(lambda b: sm({"image": b}), batches)
-    figures["images_per_s_savedmodel_bytes"] = n_images / _timed(sm.predict_bytes, encoded)
+    sides["savedmodel_pixels"] = _over_batches(lambda b: sm({"image": b}), batches)
+    sides["savedmodel_bytes"] = _over_batches(sm.predict_bytes, encoded)
 
     calibration = (x[:200], {})
     runners = {}
@@ -91,11 +98,17 @@ def _measure(work: Path, size: int, n_train: int, n_images: int, epochs: int, ba
     else:
         notes = "; ONNX left out: pip install '.[export]'"
     for name, runner in runners.items():
-        figures[f"images_per_s_{name}"] = n_images / _timed(lambda b, r=runner: r({"image": b}), batches)
+        sides[name] = _over_batches(lambda b, r=runner: r({"image": b}), batches)
         probs = np.concatenate([runner({"image": b}) for b in batches])
         agreement[name] = {"max_abs_diff": float(np.abs(probs - keras_probs).max()),
                            "top1_agreement": float((probs.argmax(1) == keras_probs.argmax(1)).mean())}
-    base = figures["images_per_s_keras"]
+    seconds = alternating_rounds(sides, rounds)
+    figures = {f"images_per_s_{name}": n_images / statistics.median(t) for name, t in seconds.items()}
+    ratios, ranges = {}, {}
+    for name in sides:
+        if name != "keras":  # a speed-up is keras seconds / this side's seconds, per round
+            ratios[f"speedup_{name}_vs_keras"], ranges[f"speedup_{name}_vs_keras"] = \
+                ratio_summary(seconds["keras"], seconds[name])
     return {
         "name": "export",
         "baseline": "Keras model.predict",
@@ -103,10 +116,11 @@ def _measure(work: Path, size: int, n_train: int, n_images: int, epochs: int, ba
                     **{f"bytes_{k}": v for k, v in sizes.items()},
                     **{f"{k}_{m}": round(v, 6) for k, a in agreement.items() for m, v in a.items()},
                     "image_size": size, "images": n_images, "batch_size": batch},
-        "ratios": {f"speedup_{k.removeprefix('images_per_s_')}_vs_keras": round(v / base, 2)
-                   for k, v in figures.items() if k != "images_per_s_keras"},
+        "ratios": ratios,
+        "ratio_ranges": ranges,
         "notes": f"compact_resnet at {size} px, {epochs} epochs on synthetic images, CPU, batches of "
-                 f"{batch} after warm-up; savedmodel_bytes includes JPEG decode + resize" + notes,
+                 f"{batch} after warm-up, median of {rounds} alternating rounds; savedmodel_bytes includes JPEG "
+                 "decode + resize" + notes,
     }
 
 

@@ -1,14 +1,17 @@
 """Grad-CAM seconds per image: one image per gradient call vs batched, same model and images.
 
 Baseline: one call per image (what a naive loop over files does). Figures are per-image times
-after a warm-up call for each batch shape (tracing is paid once per shape, not per image).
+after a warm-up call for each batch shape (tracing is paid once per shape, not per image); both
+sides are timed in alternating rounds and the ratio is the median per-round ratio with its range.
 Model: a MobileNetV2 backbone (weights=None) nested in a Sequential, the nested case Grad-CAM
 must rebuild; with ``data`` (a folder of images), those images are used instead of noise.
 """
 
 from __future__ import annotations
 
-import time
+import statistics
+
+from bench.rounds import alternating_rounds, ratio_summary
 
 
 def _images(n, size, data):
@@ -44,26 +47,28 @@ def run(quick: bool = False, data: str | None = None) -> dict:
     x = _images(n, size, data)
     cam = GradCam(model)
 
+    rounds = 3 if quick else 5
     cam.explain([x[:1]], None, batch_size=1)  # warm-up: trace the batch-1 step
-    t0 = time.perf_counter()
-    for i in range(n):
-        cam.explain([x[i:i + 1]], None, batch_size=1)
-    single = (time.perf_counter() - t0) / n
-
     cam.explain([x[:batch]], None, batch_size=batch)  # warm-up: trace the batch step
-    t0 = time.perf_counter()
-    cam.explain([x], None, batch_size=batch)
-    batched = (time.perf_counter() - t0) / n
 
+    def single_calls():
+        for i in range(n):
+            cam.explain([x[i:i + 1]], None, batch_size=1)
+
+    seconds = alternating_rounds({"single": single_calls,
+                                  "batched": lambda: cam.explain([x], None, batch_size=batch)}, rounds)
+    speedup, spread = ratio_summary(seconds["single"], seconds["batched"])
     return {
         "name": "gradcam",
         "baseline": "one image per gradient call",
-        "figures": {"image_size": size, "images": n, "batch_size": batch,
-                    "seconds_per_image_single": round(single, 5),
-                    "seconds_per_image_batched": round(batched, 5)},
-        "ratios": {"speedup_batched_vs_single": round(single / batched, 2)},
+        "figures": {"image_size": size, "images": n, "batch_size": batch, "rounds": rounds,
+                    "seconds_per_image_single": round(statistics.median(seconds["single"]) / n, 5),
+                    "seconds_per_image_batched": round(statistics.median(seconds["batched"]) / n, 5)},
+        "ratios": {"speedup_batched_vs_single": speedup},
+        "ratio_ranges": {"speedup_batched_vs_single": spread},
         "notes": f"MobileNetV2 nested in Sequential, layer {'/'.join(cam.layer_path)}, "
-                 f"{'image folder ' + data if data else 'random images'}; CPU, after warm-up",
+                 f"{'image folder ' + data if data else 'random images'}; CPU, after warm-up; "
+                 f"median of {rounds} alternating rounds",
     }
 
 

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.rounds import ratio_summary
+
 OUTPUT_SIZES = (64, 128, 224)
 BATCH = 32
 # (name, which is also the file suffix; size to upscale to or None for the copy as it is;
@@ -173,12 +175,6 @@ def timed(one_pass) -> tuple[float, float]:
 def median_and_range(values) -> tuple[float, float, float]:
     values = list(values)
     return statistics.median(values), min(values), max(values)
-
-
-def ratio_summary(numerators, denominators) -> tuple[float, list[float]]:
-    """Median of the per-round ratios and their [min, max]."""
-    per_round = [a / b for a, b in zip(numerators, denominators, strict=True)]
-    return round(statistics.median(per_round), 2), [round(min(per_round), 2), round(max(per_round), 2)]
 
 
 def summarise(passes: dict, cache_rates: dict) -> tuple[dict, dict, dict, dict]:

@@ -1,0 +1,30 @@
+"""Alternating rounds: how every ratio in the benchmarks gets its spread.
+
+A shared machine's load comes and goes; timing the baseline once and then skinzoo once puts a
+load change between them into the ratio. So each side is timed once per round, the order rotates
+from round to round, and a ratio is the median of the per-round ratios with its [min, max].
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def alternating_rounds(sides: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Wall seconds of each side's call in every round; round r starts with side r mod n."""
+    names = list(sides)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            started = time.perf_counter()
+            sides[name]()
+            seconds[name].append(time.perf_counter() - started)
+    return seconds
+
+
+def ratio_summary(numerators, denominators) -> tuple[float, list[float]]:
+    """Median of the per-round ratios and their [min, max]."""
+    per_round = [a / b for a, b in zip(numerators, denominators, strict=True)]
+    return round(statistics.median(per_round), 2), [round(min(per_round), 2), round(max(per_round), 2)]
