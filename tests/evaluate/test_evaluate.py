@@ -203,8 +203,8 @@ def test_tta_choice_skipped_when_too_slow(multiclass_run, tmp_path):
     from skinzoo.evaluate.predict import resolve_model
 
     loaded = resolve_model(_copy(multiclass_run, tmp_path))
-    fitted = fit_run_tta(loaded, budget_s=0.0)
-    assert fitted["tta"] == 1 and "would take" in fitted["reason"]
+    fitted = fit_run_tta(loaded, budget_cpu_s=0.0)
+    assert fitted["tta"] == 1 and "would cost" in fitted["reason"]
     assert "val_balanced_accuracy" not in fitted
     assert any("1 view" in note for note in loaded.notes)
 
