@@ -69,6 +69,10 @@ _OPTIONS = [
     click.option("--ema", type=click.FloatRange(0, 1, max_open=True),
                  help="Exponential moving average of the weights (e.g. 0.999); validation, checkpoints and "
                       "the saved model use it; 0 = off [0]."),
+    click.option("--drop-path", type=click_type("drop_path"),
+                 help="Stochastic depth of the residual nets (compact_resnet*, resnet*): per-sample "
+                      "chance of skipping a block's residual branch, rising linearly to this at the "
+                      "last block [the model's own: 0, 0.1 for compact_resnet_128]."),
     click.option("--snapshots", type=click_type("snapshots"),
                  help="Keep K epochs' models (spread over the second half) in RUN/snapshots/ for "
                       "`skinzoo ensemble RUN --snapshots`; 0 = off [0]."),

@@ -79,6 +79,7 @@ class TrainConfig:
     monitor: str = "val_balanced_accuracy"
     monitor_window: int = 1  # choose the best epoch on the mean of the last N epochs' values
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    drop_path: float | None = None  # stochastic depth of the residual nets; None = the model's own
     snapshots: int = 0  # keep K epochs' models in RUN/snapshots/ (skinzoo.train.snapshots); 0 = off
     # transfer learning
     stages: str = "auto"

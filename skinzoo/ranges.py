@@ -79,6 +79,7 @@ TRAIN_RANGES: dict[str, Range] = {
     "worker_index": Range(int, 0, 4095),
     "seed": SEED,
     "dropout": Range(float, 0, 1, high_open=True),
+    "drop_path": Range(float, 0, 1, high_open=True),
 }
 
 # What the training callbacks log (skinzoo.train.metrics), each also as val_<name>;

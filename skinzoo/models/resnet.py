@@ -27,7 +27,14 @@ replaces the 7x7/2 conv + max-pool by one 3x3/1 conv, for 64–128 px inputs on 
 from __future__ import annotations
 
 from skinzoo.errors import ModelError
-from skinzoo.models.layers import ImagePreprocess, color_corrected, image_input, keras
+from skinzoo.models.layers import (
+    ImagePreprocess,
+    color_corrected,
+    drop_path_rates,
+    image_input,
+    keras,
+    residual_branch,
+)
 from skinzoo.models.registry import register_model
 from skinzoo.models.transfer import build_head
 
@@ -49,15 +56,20 @@ BN_EPSILON = 1.001e-5  # keras.applications' value; keeps outputs equal after a 
 
 def resnet(num_classes, input_shape, weights=None, *, depth=50, variant="v1", width=1.0,
            stem="imagenet", dense=(256, 128), dropout=0.5, bn_momentum=0.9,
-           zero_init_residual=False, preprocess=None, name=None, color_constancy=None):
+           zero_init_residual=False, preprocess=None, name=None, color_constancy=None, drop_path=0.0):
     """Build a ResNet (see the module docstring for the layouts).
 
     ``weights``: None, "imagenet" or a local file — v1 depths 50/101/152 only, loaded through
     :mod:`skinzoo.models.weights`. ``preprocess``: override the input mode ("caffe" for the v1
     bottleneck nets, "torch" otherwise). ``zero_init_residual`` starts each block's last BN
-    gamma at zero (identity blocks at init; helps from-scratch training).
+    gamma at zero (identity blocks at init; helps from-scratch training). ``drop_path``: stochastic
+    depth, each block's residual branch dropped per sample at a rate rising linearly to
+    ``drop_path`` at the last block (0 = off: no layer, the same layer list as without it).
     """
     block_type, stages = _check_resnet_options(depth, variant, width, stem)
+    if not 0.0 <= drop_path < 1.0:
+        raise ModelError(f"drop_path must be in [0, 1), got {drop_path!r}", "e.g. drop_path=0.1")
+    rates = iter(drop_path_rates(drop_path, sum(stages)))
     bottleneck = block_type == "bottleneck"
     keras_layout = variant == "v1" and bottleneck
     opts = {
@@ -77,7 +89,8 @@ def resnet(num_classes, input_shape, weights=None, *, depth=50, variant="v1", wi
         filters = _scaled(64 * 2**i, width)
         for j in range(n_blocks):
             stride = 2 if (j == 0 and i > 0) else 1
-            x = block(x, filters, stride=stride, name=f"conv{i + 2}_block{j + 1}", **opts)
+            x = block(x, filters, stride=stride, name=f"conv{i + 2}_block{j + 1}", drop_path=next(rates),
+                      **opts)
     outputs = build_head(x, num_classes, dense=dense, dropout=dropout)
     model = keras.Model(inputs, outputs, name=name or f"resnet{depth}{'' if variant == 'v1' else variant}")
     if weights is not None:
@@ -160,7 +173,7 @@ def shortcut(x, filters, *, stride, name, use_bias, avg_down, momentum):
 
 
 def bottleneck_block(x, filters, *, stride, name, use_bias, stride_in_1x1, avg_down, momentum,
-                     zero_init):
+                     zero_init, drop_path=0.0):
     """1x1 (filters) → 3x3 (filters) → 1x1 (4·filters), BN after each, add, ReLU.
 
     ``stride_in_1x1`` puts the stride in the first 1x1 (keras.applications / Caffe v1) instead
@@ -177,12 +190,13 @@ def bottleneck_block(x, filters, *, stride, name, use_bias, stride_in_1x1, avg_d
     x = layers.ReLU(name=f"{name}_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, use_bias=use_bias, name=f"{name}_3_conv")(x)
     x = _bn(x, f"{name}_3_bn", momentum, zero=zero_init)
+    x = residual_branch(x, drop_path, name=f"{name}_drop")
     x = layers.Add(name=f"{name}_add")([short, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
 
 def basic_block(x, filters, *, stride, name, use_bias, stride_in_1x1, avg_down, momentum,
-                zero_init):
+                zero_init, drop_path=0.0):
     """3x3 (stride) → 3x3, BN after each, add, ReLU (ResNet-18/34). ``stride_in_1x1`` is
     meaningless here and ignored."""
     del stride_in_1x1
@@ -193,6 +207,7 @@ def basic_block(x, filters, *, stride, name, use_bias, stride_in_1x1, avg_down, 
     x = layers.ReLU(name=f"{name}_1_relu")(x)
     x = _conv(x, filters, 3, 1, f"{name}_2_conv", use_bias)
     x = _bn(x, f"{name}_2_bn", momentum, zero=zero_init)
+    x = residual_branch(x, drop_path, name=f"{name}_drop")
     x = layers.Add(name=f"{name}_add")([short, x])
     return layers.ReLU(name=f"{name}_out")(x)
 
@@ -200,11 +215,12 @@ def basic_block(x, filters, *, stride, name, use_bias, stride_in_1x1, avg_down, 
 def _register(name, depth, variant="v1", *, pretrained=False, size=224, batch, lr, desc, **extra):
     def build(num_classes, input_shape, weights=None, *, width=1.0, stem="imagenet",
               dense=(256, 128), dropout=0.5, bn_momentum=0.9, zero_init_residual=False,
-              preprocess=None, color_constancy=None):
+              preprocess=None, color_constancy=None, drop_path=0.0):
         return resnet(num_classes, input_shape, weights, depth=depth, variant=variant,
                       width=width, stem=stem, dense=dense, dropout=dropout,
                       bn_momentum=bn_momentum, zero_init_residual=zero_init_residual,
-                      preprocess=preprocess, name=name, color_constancy=color_constancy)
+                      preprocess=preprocess, name=name, color_constancy=color_constancy,
+                      drop_path=drop_path)
 
     build.__name__ = name
     build.__doc__ = f"{desc} (see skinzoo.models.resnet for the layout)."

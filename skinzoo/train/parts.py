@@ -70,6 +70,8 @@ def build_for_training(p: Prepared, num_classes: int):
     options = {k: v for k, v in head_options(p.config, defaults=False).items() if k in accepted}
     if p.config.color_constancy_power is not None:
         options["color_constancy"] = p.config.color_constancy_power
+    if p.config.drop_path is not None:  # prepare() checked that the model takes it
+        options["drop_path"] = p.config.drop_path
     model = build_model(p.config.model, num_classes, input_shape=(p.img_size, p.img_size, 3),
                         weights=p.weights, **options)
     if p.metadata is not None:

@@ -90,6 +90,17 @@ def model_defaults(config: TrainConfig):
     return info, img_size, batch, lr, (None if str(weights).lower() == "none" else weights)
 
 
+def check_model_options(config: TrainConfig) -> None:
+    """Model options the chosen model cannot take, refused before any data is read or any run
+    directory is made."""
+    from skinzoo.models.registry import builder_defaults, list_models
+
+    if config.drop_path is not None and "drop_path" not in builder_defaults(config.model):
+        able = [m for m in list_models() if "drop_path" in builder_defaults(m)]
+        raise UsageError(f"--drop-path: {config.model} has no residual blocks to drop",
+                         f"use a model with stochastic depth: {', '.join(able)}")
+
+
 # --- preparation ----------------------------------------------------------------------------
 
 def prepare(config: TrainConfig, run: RunDir | None = None, echo=print) -> Prepared:
@@ -106,6 +117,7 @@ def prepare(config: TrainConfig, run: RunDir | None = None, echo=print) -> Prepa
                              config.cluster, config.cluster_port)
     set_seed(config.seed, config.deterministic)
     info, img_size, batch, lr, weights = model_defaults(config)
+    check_model_options(config)
 
     dataset = load_dataset(config.data, format=config.format, task=config.task,
                            image_col=config.image_col, label_col=config.label_col,
@@ -229,6 +241,8 @@ def regulariser_summary(c: TrainConfig) -> list[str]:
         parts.append(f"cutmix {c.cutmix:g}")
     if c.ema:
         parts.append(f"EMA {c.ema:g} (validated and saved)")
+    if c.drop_path:
+        parts.append(f"stochastic depth up to {c.drop_path:g}")
     if c.monitor_window > 1:
         parts.append(f"best epoch on a {c.monitor_window}-epoch mean")
     if c.label_smoothing:

@@ -158,3 +158,29 @@ def test_offline_imagenet_is_a_clear_model_error():
         build_model("resnet50", 3, input_shape=(32, 32, 3), weights="imagenet")
     assert "download" in err.value.message and "weights=PATH" in err.value.hint
     assert ".keras/models" in err.value.hint
+
+
+def test_resnet_stochastic_depth_option():
+    """drop_path puts one StochasticDepth layer on each block's residual branch (rates rising
+    linearly to the maximum, none where the rate is 0), changes no weight count, is the identity at
+    inference; 0 keeps the layer list of a plain ResNet (the layer's training behaviour:
+    tests/models/test_layers.py)."""
+    plain = build_model("resnet18_small", 3, input_shape=(32, 32, 3))
+    model = build_model("resnet18_small", 3, input_shape=(32, 32, 3), drop_path=0.3)
+    drops = [layer for layer in model.layers if layer.name.endswith("_drop")]
+    # 8 basic blocks, rates 0, 0.3/7, ..., 0.3: the first (rate 0) gets no layer
+    assert [round(d.rate, 4) for d in drops] == [round(0.3 * i / 7, 4) for i in range(1, 8)]
+    assert drops[0].name == "conv2_block2_drop" and drops[-1].name == "conv5_block2_drop"
+    assert model.count_params() == plain.count_params()
+    assert not [layer for layer in plain.layers if layer.name.endswith("_drop")]
+    for layer in plain.layers:  # by name: the extra layers may change the topological order
+        model.get_layer(layer.name).set_weights(layer.get_weights())
+    x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-5)
+    bottleneck = build_model("resnet50", 3, input_shape=(32, 32, 3), width=0.125, drop_path=0.1)
+    assert bottleneck.get_layer("conv5_block3_drop").rate == pytest.approx(0.1)
+
+
+def test_resnet_rejects_a_drop_path_outside_0_1():
+    with pytest.raises(ModelError, match="drop_path"):
+        build_model("resnet18_small", 3, input_shape=(32, 32, 3), drop_path=1.0)

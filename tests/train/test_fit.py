@@ -190,3 +190,16 @@ def test_resuming_a_run_stopped_after_its_last_epoch_reports_best_keras(synth_di
     assert result.best_epoch is not None
     for key in ("macro_auc", "balanced_accuracy"):  # the metrics of best.keras, to the last digit
         assert written[key] == pytest.approx(expected[key], abs=1e-6), key
+
+
+def test_drop_path_reaches_the_model_and_is_refused_where_there_are_no_blocks(synth_dir, tmp_path):
+    result = train(tiny(synth_dir, tmp_path, model="compact_resnet", epochs=1, drop_path=0.2), echo=quiet)
+    model = load_model_file(result.run.best_model)
+    rates = [layer.rate for layer in model.layers if layer.name.endswith("_drop")]
+    assert rates and max(rates) == pytest.approx(0.2)
+    assert "drop_path = 0.2" in result.run.config.read_text()
+    out = tmp_path / "cnn"
+    with pytest.raises(UsageError, match="no residual blocks") as err:
+        train(tiny(synth_dir, out, drop_path=0.1), echo=quiet)  # simple_cnn
+    assert "resnet18" in err.value.hint
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())  # no half-made run
