@@ -540,3 +540,34 @@ def _first_undecodable(paths, target_hw, resize) -> str | None:
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             return p
     return None
+
+
+def make_image_dataset(paths, img_size, batch_size: int, resize: str = "crop",
+                       hair_removal: bool = False, augment=None, seed: int = 0):
+    """Batches of float32 images for ``paths`` in file order, every image, no labels: for
+    inference passes (two-stage embeddings) that must stay aligned with ``paths``.
+
+    Decoding runs on tf.data's parallel threads and is prefetched, so it overlaps the model's
+    work on the previous batch. ``augment`` (a preset or Augment; None for none) augments every
+    image with a seeded stateless random stream indexed by position, as ``make_array_dataset``'s
+    ``force_augment`` does: the same seed gives the same views. Missing or empty files are a
+    DataError up front; a file that fails to decode fails the iteration with TensorFlow's error
+    (:func:`undecodable_error` names it)."""
+    runtime.tf()
+    target_hw = image_hw(img_size)
+    paths = _check_paths(paths)
+    if not paths:
+        raise DataError("no images to make a dataset from", "check the dataset and the split")
+    if batch_size < 1:
+        raise UsageError(f"batch size {batch_size} must be at least 1")
+    images = _with_extras(_image_stream(paths, target_hw, resize, hair_removal, cache=None), [])
+    return _augment_cast_batch(images, resolve_augment(augment), seed, batch_size,
+                               drop_remainder=False, has_extras=False)
+
+
+def undecodable_error(paths, img_size, resize: str = "crop") -> DataError:
+    """The DataError for a decode failure somewhere in ``paths`` (a batch's worth): names the
+    first file that does not decode, as :func:`load_images` does."""
+    bad = _first_undecodable(list(paths), image_hw(img_size), resize)
+    return DataError(f"cannot decode image {bad or 'in ' + ', '.join(list(paths)[:3])}",
+                     "the file is corrupt or not a JPEG/PNG/BMP/GIF; replace or remove it")

@@ -59,3 +59,76 @@ def test_head_only_reuses_cache_and_assembled_model_matches_head(synth_dir, tmp_
     for layer in head_layers:
         y = layer(y, training=False)
     np.testing.assert_allclose(np.asarray(y), model.predict(x, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+# --- the embedding pass (compute_embeddings): one tf.data stream, one folded inference function ---
+
+@pytest.fixture(scope="module")
+def extractor_and_paths(synth_dir):
+    from skinzoo.runtime import tf
+
+    tf()
+    import keras
+
+    from skinzoo.models import build_model
+    from skinzoo.models.transfer import feature_extractor
+
+    keras.utils.set_random_seed(0)
+    model = build_model("resnet18_small", 7, input_shape=(32, 32, 3))
+    paths = sorted(str(p) for p in (synth_dir / "images").glob("*.jpg"))[:37]  # 37: partial batch
+    return feature_extractor(model), paths
+
+
+def _close(new, old):
+    """Equal to 1e-5 of the embeddings' scale (float32; folding BatchNorm into the convolutions
+    changes only rounding)."""
+    assert new.shape == old.shape and new.dtype == np.float32
+    assert np.max(np.abs(new - old)) <= 1e-5 * np.max(np.abs(old)), np.max(np.abs(new - old))
+
+
+def test_embeddings_equal_keras_predict_on_decoded_images(extractor_and_paths, tmp_path):
+    from skinzoo.data.pipeline import load_images
+    from skinzoo.train.two_stage import Embedder, compute_embeddings
+
+    extractor, paths = extractor_and_paths
+    old = extractor.predict(load_images(paths, 32), batch_size=16, verbose=0)
+    _close(compute_embeddings(extractor, paths, 32, 16), old)
+    # One Embedder shared across calls and batch sizes (one trace), and through the disk cache.
+    embedder = Embedder(extractor, 32)
+    _close(compute_embeddings(embedder, paths, 32, 8, cache_dir=tmp_path), old)
+    (cached,) = tmp_path.glob("*.npy")
+    _close(np.load(cached), old)
+    _close(compute_embeddings(embedder, paths[:5], 32, 16), old[:5])
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, nothing left behind
+    assert compute_embeddings(embedder, [], 32, 16).shape == (0, old.shape[1])
+
+
+def test_augmented_view_is_the_seeded_view_of_the_array_pipeline(extractor_and_paths):
+    from skinzoo.data.pipeline import load_images, make_array_dataset
+    from skinzoo.train.two_stage import Embedder, compute_embeddings
+
+    extractor, paths = extractor_and_paths
+    embedder = Embedder(extractor, 32)
+    # The former path: decoded images -> make_array_dataset(force_augment) with seed + 1000 * view.
+    images = make_array_dataset(load_images(paths, 32), None, None, batch_size=16, training=False,
+                                augment="heavy", seed=3 + 1000, force_augment=True)
+    old = extractor.predict(images, verbose=0)
+    view = compute_embeddings(embedder, paths, 32, 16, view=1, augment="heavy", seed=3)
+    _close(view, old)
+    plain = compute_embeddings(embedder, paths, 32, 16)
+    assert np.max(np.abs(view - plain)) > 1e-3 * np.max(np.abs(plain))  # really augmented
+    _close(compute_embeddings(embedder, paths, 32, 16, view=1, augment="heavy", seed=3), view)
+
+
+def test_undecodable_or_missing_image_is_a_named_data_error(extractor_and_paths, tmp_path):
+    from skinzoo.errors import DataError
+    from skinzoo.train.two_stage import compute_embeddings
+
+    extractor, paths = extractor_and_paths
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    with pytest.raises(DataError, match="cannot decode image .*bad.jpg"):
+        compute_embeddings(extractor, paths[:20] + [str(bad)] + paths[20:], 32, 8, cache_dir=tmp_path)
+    assert not list(tmp_path.glob("*.npy"))  # no partial cache file
+    with pytest.raises(DataError, match="missing or empty.*nope.jpg"):
+        compute_embeddings(extractor, paths[:3] + [str(tmp_path / "nope.jpg")], 32, 8)
