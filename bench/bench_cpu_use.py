@@ -21,7 +21,8 @@ Plus variants (float32, determinism on), each compared with the plain side it ch
 - ``pipeline+callbacks``: ``skinzoo train``'s per-step callbacks (NaN guard, Ctrl-C handler, the
   recipe's weight average with its graph call per step, the progress line's bookkeeping): any
   callback with a per-batch hook makes Keras convert the step's logs to Python floats and run
-  the hooks between steps instead of in its background thread.
+  the hooks between steps instead of in its background thread;
+- ``pipeline+recipe``: both.
 
 Why one process per configuration: in one process, after a mixed_bfloat16 or jit_compile model
 had trained, a following float32 model trained at half speed (93 against 186 img/s, 94% CPU),
@@ -32,8 +33,16 @@ ratio is the median of the per-round ratios with its min-max in ``ratio_ranges``
 Inside a process: ``fit`` runs 1 + E epochs of the same number of steps; epoch 1 is the warm-up
 (graph tracing; on the pipeline side it also decodes every image into the memory cache) and is
 not counted. Images/s and CPU % (``time.process_time`` delta, all threads, over the wall-clock
-delta, x100: 200% is both cores busy) are taken per epoch from a callback at epoch begin / end,
-and the process reports the median over its E epochs.
+delta, x100: 200% is both cores busy) come from a callback (epoch begin / end, and the start of
+step ``SKIP_STEPS``; no per-step end hook, which would change how Keras runs callbacks):
+
+- ``train_*``: the steady state, from step ``SKIP_STEPS`` to the epoch's end;
+- ``epoch_*``: whole epochs, and ``epoch_start_seconds``, what an epoch costs beyond its steps:
+  every epoch makes a new iterator, so the pipeline refills its shuffle buffer (every cached
+  image) and tf.data's autotuner ramps its parallelism up again. A real HAM10000 epoch (~220
+  steps) amortises this; the short epochs here would not, hence the steady-state figures.
+
+The process reports the medians over its E epochs.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.rounds import ratio_summary
 from skinzoo.errors import SkinzooError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +85,10 @@ VARIANTS = {
     "b64": {"side": "synthetic", "batch": 64},
     "metrics": {"side": "pipeline", "metrics": True},
     "callbacks": {"side": "pipeline", "callbacks": True},
+    "recipe": {"side": "pipeline", "metrics": True, "callbacks": True},
 }
 TARGET_VS_LIMIT = ">= 0.8"
+SKIP_STEPS = 4  # the steady state of an epoch starts at this step
 
 
 # --- the configurations ---------------------------------------------------------------------------
@@ -87,18 +99,18 @@ def grid(quick: bool) -> tuple[list[tuple], list[tuple]]:
 
     Quick (under 10 minutes on 2 idle cores): compact_resnet and resnet18_small at 64 px in both
     precisions with determinism on (skinzoo train's default with a seed), compact_resnet float32
-    with it off too; XLA, steps_per_execution and skinzoo train's metrics and callbacks on
-    compact_resnet at 64 px (full mode adds batch 64 and XLA for every model and size).
+    with it off too; XLA, steps_per_execution and skinzoo train's metrics + callbacks on
+    compact_resnet at 64 px (full mode adds XLA for every model and size, the metrics and the
+    callbacks one at a time, and batch 64).
     """
-    levers = [(v, "compact_resnet", 64) for v in ("spe8", "metrics", "callbacks")]
     if quick:
         train = [(m, 64, p, True) for m in ("compact_resnet", "resnet18_small") for p in PRECISIONS]
         train.insert(1, ("compact_resnet", 64, "float32", False))
-        return train, [("xla", "compact_resnet", 64), *levers]
+        return train, [(v, "compact_resnet", 64) for v in ("xla", "spe8", "recipe")]
     train = [(m, s, p, d) for m in FULL_MODELS for s in FULL_SIZES for p in PRECISIONS
              for d in (True, False)]
-    return train, [("xla", m, s) for m in FULL_MODELS for s in FULL_SIZES] + levers + [
-        ("b64", "compact_resnet", 64)]
+    levers = [(v, "compact_resnet", 64) for v in ("spe8", "b64", "metrics", "callbacks", "recipe")]
+    return train, [("xla", m, s) for m in FULL_MODELS for s in FULL_SIZES] + levers
 
 
 def key(model: str, size: int, precision: str | None = None, deterministic: bool | None = None) -> str:
@@ -125,8 +137,9 @@ def process_jobs(train: list[tuple], variants: list[tuple], quick: bool, data: s
 
 
 def images_per_epoch(model: str, size: int, quick: bool) -> int:
-    n = IMAGES_PER_EPOCH.get((model, size), 4 * BATCH)
-    return max(4 * BATCH, n * 2 // 5 // BATCH * BATCH) if quick else n
+    n = IMAGES_PER_EPOCH.get((model, size), 0)
+    # at least 4 steady-state steps after the SKIP_STEPS of every epoch
+    return max((SKIP_STEPS + 4) * BATCH, n * 2 // 5 // BATCH * BATCH if quick else n)
 
 
 def job_name(job: dict) -> str:
@@ -178,22 +191,53 @@ def measure(job: dict) -> dict:
     else:
         images, targets = synthetic_batch(job["size"], batch)
         dataset = tf().data.Dataset.from_tensors((images, targets)).repeat(steps)
-    marks = []  # (wall, cpu) at every epoch's begin and end
+    skip = job.get("skip_steps", SKIP_STEPS)  # tests run tiny epochs
+    if steps <= skip:
+        raise ValueError(f"{steps} steps per epoch: more than {skip} needed")
+    marks = []  # per epoch: {"begin"/"steady"/"end": (wall, cpu)}, "step": where steady begins
 
-    def mark(*_args):
-        marks.append((time.perf_counter(), time.process_time()))
+    def now():
+        return time.perf_counter(), time.process_time()
 
-    clock = keras.callbacks.LambdaCallback(on_epoch_begin=mark, on_epoch_end=mark)
+    def epoch_begins(epoch, logs=None):
+        marks.append({"begin": now()})
+
+    def step_begins(step, logs=None):
+        # with steps_per_execution the hook sees every 8th step only: the first one >= SKIP_STEPS
+        if "steady" not in marks[-1] and step >= skip:
+            marks[-1].update(steady=now(), step=step)
+
+    def epoch_ends(epoch, logs=None):
+        marks[-1]["end"] = now()
+
+    clock = keras.callbacks.LambdaCallback(on_epoch_begin=epoch_begins, on_epoch_end=epoch_ends,
+                                           on_train_batch_begin=step_begins)
     extra = per_step_callbacks(1 + job["epochs"]) if variant.get("callbacks") else []
     load = os.getloadavg()[0]
     model.fit(dataset, epochs=1 + job["epochs"], callbacks=[clock, *extra], verbose=0)
-    epochs = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks[0::2], marks[1::2], strict=True)][1:]
-    result = {"train_ips": statistics.median(steps * batch / wall for wall, _ in epochs),
-              "train_cpu_percent": statistics.median(100 * cpu / wall for wall, cpu in epochs),
-              "steps_per_epoch": steps, "load_average": load}
+    result = epoch_figures(marks[1:], steps, batch)
+    result.update(steps_per_epoch=steps, load_average=load)
     if job["side"] == "synthetic":
-        result.update(predict_rate(model, images, max(1, steps * batch // BATCH)))
+        result.update(predict_rate(model, images, max(4, steps * batch // BATCH // 2)))
     return result
+
+
+def epoch_figures(marks: list[dict], steps: int, batch: int) -> dict:
+    """Medians over the timed epochs: steady-state and whole-epoch images/s and CPU %, and the
+    seconds an epoch costs beyond its steps (its start: new iterator, shuffle buffer, ramp-up)."""
+    def rate(a, b, n_steps):
+        wall, cpu = b[0] - a[0], b[1] - a[1]
+        return n_steps * batch / wall, 100 * cpu / wall
+
+    steady = [rate(m["steady"], m["end"], steps - m["step"]) for m in marks]
+    whole = [rate(m["begin"], m["end"], steps) for m in marks]
+    start = [(m["end"][0] - m["begin"][0]) - steps * batch / ips
+             for m, (ips, _) in zip(marks, steady, strict=True)]
+    return {"train_ips": statistics.median(r for r, _ in steady),
+            "train_cpu_percent": statistics.median(c for _, c in steady),
+            "epoch_ips": statistics.median(r for r, _ in whole),
+            "epoch_cpu_percent": statistics.median(c for _, c in whole),
+            "epoch_start_seconds": statistics.median(start)}
 
 
 def per_step_callbacks(epochs: int) -> list:
@@ -262,15 +306,6 @@ def run_child(job: dict, timeout: float) -> dict:
 
 # --- summarising rounds ---------------------------------------------------------------------------
 
-def ratio_summary(numerators, denominators) -> tuple[float, list[float]] | None:
-    """Median of the per-round ratios and their [min, max]; None when no round has both."""
-    per_round = [a / b for a, b in zip(numerators, denominators, strict=True)
-                 if a is not None and b is not None and b > 0]
-    if not per_round:
-        return None
-    return round(statistics.median(per_round), 2), [round(min(per_round), 2), round(max(per_round), 2)]
-
-
 def summarise(results: dict, train: list[tuple], variants: list[tuple], cores: int):
     """figures (medians per process configuration), ratios, their ranges, targets.
 
@@ -289,7 +324,8 @@ def summarise(results: dict, train: list[tuple], variants: list[tuple], cores: i
                 targets[name] = target
 
     for name in results:
-        for field in ("train_ips", "train_cpu_percent", "predict_ips", "predict_cpu_percent"):
+        for field in ("train_ips", "train_cpu_percent", "epoch_ips", "epoch_cpu_percent",
+                      "epoch_start_seconds", "predict_ips", "predict_cpu_percent"):
             got = [v for v in values(name, field) if v is not None]
             if got:
                 figures[f"{field} {name}"] = round(statistics.median(got), 1)
@@ -300,6 +336,8 @@ def summarise(results: dict, train: list[tuple], variants: list[tuple], cores: i
         pipe, synth = f"pipeline {k}", f"synthetic {k}"
         add(f"train_vs_limit {k}", values(pipe, "train_ips"), values(synth, "train_ips"),
             TARGET_VS_LIMIT)
+        # whole short epochs, their start included (no target: a real epoch is ~220 steps)
+        add(f"epoch_vs_limit {k}", values(pipe, "epoch_ips"), values(synth, "epoch_ips"))
         # CPU % is itself a ratio (CPU time / wall); the per-round values and their spread
         add(f"cpu_percent_train {k}", values(pipe, "train_cpu_percent"), ones, cpu_target)
         add(f"cpu_percent_limit {k}", values(synth, "train_cpu_percent"), ones)
@@ -374,7 +412,9 @@ def run(quick: bool = False, data: str | None = None) -> dict:
     notes = (f"Images: {source}. Each configuration (model, size, precision, op determinism; "
              "side) trains in its own fresh process: model.fit, batch 32, Adam, cross-entropy, "
              "random weights; 1 warm-up epoch (tracing; the pipeline side decodes into its "
-             f"memory cache) then 2 timed epochs, median per process. pipeline = "
+             "memory cache) then 2 timed epochs, median per process; train_* from step "
+             f"{SKIP_STEPS} to the epoch's end (steady state), epoch_* whole epochs, "
+             "epoch_start_seconds what an epoch costs beyond its steps. pipeline = "
              "make_dataset(training=True, cache='memory', augment='dermoscopy'); synthetic = one "
              "in-memory batch repeated (the step limit); inference = predict_on_batch on the "
              "synthetic side. CPU % = process CPU time (all threads) / wall x 100. Ratios: median "
@@ -383,7 +423,7 @@ def run(quick: bool = False, data: str | None = None) -> dict:
              "side they change (float32, determinism on) vs the plain one: xla = "
              "compile(jit_compile=True), spe8 = compile(steps_per_execution=8), b64 = batch 64 "
              "(synthetic side); metrics = skinzoo train's training metrics, callbacks = its "
-             "per-step callbacks with the 0.999 weight average (pipeline side)."
+             "per-step callbacks with the 0.999 weight average, recipe = both (pipeline side)."
              + (" Errors: " + "; ".join(errors) if errors else ""))
     return {"name": "cpu_use", "baseline": "the model's step limit (synthetic in-memory batches)",
             "figures": figures, "ratios": ratios, "ratio_ranges": ranges, "targets": targets,

@@ -24,7 +24,12 @@ def alternating_rounds(sides: dict[str, Callable[[], object]], rounds: int) -> d
     return seconds
 
 
-def ratio_summary(numerators, denominators) -> tuple[float, list[float]]:
-    """Median of the per-round ratios and their [min, max]."""
-    per_round = [a / b for a, b in zip(numerators, denominators, strict=True)]
+def ratio_summary(numerators, denominators) -> tuple[float, list[float]] | None:
+    """Median of the per-round ratios and their [min, max]; rounds where a side has no figure
+    (None, or a zero denominator: a failed or empty measurement) are left out; None when no round
+    has both."""
+    per_round = [a / b for a, b in zip(numerators, denominators, strict=True)
+                 if a is not None and b is not None and b > 0]
+    if not per_round:
+        return None
     return round(statistics.median(per_round), 2), [round(min(per_round), 2), round(max(per_round), 2)]

@@ -63,11 +63,24 @@ def test_ratios_are_medians_of_per_round_ratios_with_their_range_and_failed_roun
 def test_one_configuration_runs_in_its_own_process_and_a_failure_is_a_result(synth_dir):
     # skinzoo train's per-step callbacks ride along: the variant with the most moving parts
     job = dict(model="simple_cnn", size=32, precision="float32", deterministic=True,
-               side="pipeline", variant="callbacks", epochs=1, images=64, data=str(synth_dir))
+               side="pipeline", variant="callbacks", epochs=1, images=128, skip_steps=1,
+               data=str(synth_dir))
     got = run_child(job, timeout=120)
     assert "error" not in got, got
-    assert got["steps_per_epoch"] == 2 and got["train_ips"] > 0
+    assert got["steps_per_epoch"] == 4 and got["train_ips"] > 0 and got["epoch_ips"] > 0
     assert 0 < got["train_cpu_percent"] <= 100 * usable_cores() + 5
     assert "predict_ips" not in got  # inference is timed on the synthetic side only
     failed = run_child({**job, "model": "no_such_model"}, timeout=120)
     assert "no_such_model" in failed["error"]
+
+
+def test_epoch_figures_separate_the_steady_state_from_the_epochs_start():
+    from bench.bench_cpu_use import epoch_figures
+
+    # 20 steps of 32 images: 1 s from the epoch's begin to step 4, then 16 steps in 2 s at
+    # 1.8 CPU-seconds per second (so 4 steps take 0.5 s and the epoch's start costs 0.5 s)
+    marks = [{"begin": (10.0, 5.0), "steady": (11.0, 6.0), "step": 4, "end": (13.0, 9.6)}]
+    got = epoch_figures(marks, steps=20, batch=32)
+    assert got["train_ips"] == 16 * 32 / 2 and round(got["train_cpu_percent"], 6) == 180
+    assert got["epoch_ips"] == 20 * 32 / 3 and got["epoch_cpu_percent"] == pytest.approx(460 / 3)
+    assert got["epoch_start_seconds"] == pytest.approx(0.5)  # 3 s for 20 steps of 0.125 s

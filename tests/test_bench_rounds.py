@@ -16,3 +16,8 @@ def test_each_round_starts_with_the_next_side():
 def test_ratio_is_the_median_of_per_round_ratios_with_its_range():
     # per-round ratios 1, 0.5, 30: the median is 1, while the ratio of the sums would be 8
     assert ratio_summary([1, 1, 30], [1, 2, 1]) == (1.0, [0.5, 30.0])
+
+
+def test_rounds_without_a_figure_are_left_out():
+    assert ratio_summary([2, None, 6], [1, 1, 0]) == (2.0, [2.0, 2.0])
+    assert ratio_summary([None], [1]) is None
