@@ -139,36 +139,38 @@ def classes_beside(model_path) -> tuple[list[str] | None, Path | None]:
 
 def read_temperature(path) -> float:
     """``calibration.json``'s temperature: a finite positive number, else a UsageError."""
-    hint = f"delete {path} and run `skinzoo calibrate {Path(path).parent}` again"
-    data = read_json(path, hint)
-    value = data.get("temperature") if isinstance(data, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or \
-            not (np.isfinite(value) and value > 0):
-        raise UsageError(f"{path}: \"temperature\" must be a positive number, found {value!r:.40}",
-                         hint)
+    _, value = read_fitted_value(
+        path, "temperature", lambda v: isinstance(v, int | float) and np.isfinite(v) and v > 0,
+        "a positive number", f"delete {path} and run `skinzoo calibrate {Path(path).parent}` again")
     return float(value)
 
 
 def read_threshold(path) -> dict:
     """``threshold.json``: an object whose ``threshold`` is a probability, else a UsageError."""
-    hint = f"delete {path}: `skinzoo evaluate` fits a new one on the validation split"
-    data = read_json(path, hint)
-    value = data.get("threshold") if isinstance(data, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise UsageError(f"{path}: \"threshold\" must be a number in 0..1, found {value!r:.40}",
-                         hint)
+    data, _ = read_fitted_value(
+        path, "threshold", lambda v: isinstance(v, int | float) and 0 <= v <= 1, "a number in 0..1",
+        f"delete {path}: `skinzoo evaluate` fits a new one on the validation split")
     return data
 
 
 def read_tta(path) -> int:
     """``tta.json``'s number of views: an integer in 1..8, else a UsageError."""
-    hint = f"delete {path}: `skinzoo evaluate` chooses the views again on the validation split"
-    data = read_json(path, hint)
-    value = data.get("tta") if isinstance(data, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= len(TTA_VIEWS):
-        raise UsageError(f"{path}: \"tta\" must be an integer in 1..{len(TTA_VIEWS)}, found {value!r:.40}",
-                         hint)
+    _, value = read_fitted_value(
+        path, "tta", lambda v: isinstance(v, int) and 1 <= v <= len(TTA_VIEWS),
+        f"an integer in 1..{len(TTA_VIEWS)}",
+        f"delete {path}: `skinzoo evaluate` chooses the views again on the validation split")
     return value
+
+
+def read_fitted_value(path, key: str, valid, expected: str, hint: str):
+    """``(contents, contents[key])`` of a JSON file a run fitted on validation; a UsageError naming
+    the file, the key and what was found when it is not an object whose ``key`` passes ``valid``
+    (booleans never do: JSON ``true`` is not a number here)."""
+    data = read_json(path, hint)
+    value = data.get(key) if isinstance(data, dict) else None
+    if isinstance(value, bool) or not valid(value):
+        raise UsageError(f"{path}: \"{key}\" must be {expected}, found {value!r:.40}", hint)
+    return data, value
 
 
 def _model_image_size(model, info) -> tuple[int, int]:
