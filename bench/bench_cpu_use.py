@@ -58,6 +58,7 @@ from pathlib import Path
 
 from bench.rounds import ratio_summary
 from skinzoo.errors import SkinzooError
+from skinzoo.runtime import usable_cores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ham10000"
@@ -364,10 +365,6 @@ def summarise(results: dict, train: list[tuple], variants: list[tuple], cores: i
 
 
 # --- the benchmark --------------------------------------------------------------------------------
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
 
 def synthetic_lesions(folder: Path, n: int) -> str:
     """HAM10000-shaped folder of drawn lesions (200 px) when the real images are absent."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import io
 import multiprocessing
-import os
 import resource
 import statistics
 import tempfile
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 
 from bench.rounds import ratio_summary
+from skinzoo.runtime import usable_cores
 
 OUTPUT_SIZES = (64, 128, 224)
 BATCH = 32
@@ -107,10 +107,6 @@ def pil_decode_batch(job):
             im.draft("RGB", (size, size))
             out[i] = np.asarray(ImageOps.fit(im.convert("RGB"), (size, size), Image.BILINEAR))
     return out, time.process_time() - cpu0
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --- one pass of each reader: prepare (not timed), then a pass returning (images, CPU seconds) ----

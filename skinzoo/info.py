@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from skinzoo import __version__
+from skinzoo.runtime import usable_cores
 
 # One real keras.applications file (the ResNet-50 backbone, ~94 MB): HEAD only, never fetched.
 IMAGENET_PROBE_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -63,10 +64,7 @@ def cpu_info(cpuinfo: str | None = None) -> dict:
     flags_line = next((line.split(":", 1)[1] for line in cpuinfo.splitlines()
                        if line.lower().startswith(("flags", "features"))), "")
     flags = set(flags_line.split())
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
+    usable = usable_cores()
     found = {f: f in flags for f in CPU_FLAGS} if flags else {}
     return {"model": model or platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "usable_cores": usable, "flags": found,

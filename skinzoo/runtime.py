@@ -78,6 +78,15 @@ def filter_native_stderr() -> None:
     atexit.register(drain)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (a container or `taskset` may allow fewer
+    than the machine has), all logical cores where the platform cannot say."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def tf():
     """Import TensorFlow once with the start-up noise filtered; returns the module."""
     global _TF

@@ -21,6 +21,7 @@ import numpy as np
 
 from skinzoo.errors import SkinzooError, UsageError
 from skinzoo.models.registry import build_model, get_model_info
+from skinzoo.runtime import usable_cores
 
 NUM_CLASSES = 7  # HAM10000's; the head's size barely changes the step cost
 DEFAULT_STEPS = 3
@@ -99,7 +100,7 @@ def machine_is_shared() -> str | None:
         load = os.getloadavg()[0]
     except OSError:
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     if load > cores:
         return (f"note: load average {load:.1f} on {cores} cores: other processes share the CPU, "
                 "so these figures are lower than on an idle machine; compare models measured "

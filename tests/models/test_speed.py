@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from click.testing import CliRunner
 from skinzoo_cli.main import cli
 
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+from skinzoo.runtime import usable_cores
 
 
 def test_measure_speed_reports_both_rates_and_the_models_size():
