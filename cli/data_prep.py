@@ -6,7 +6,7 @@ import click
 from skinzoo_cli.ranges import click_type
 from skinzoo_cli.settings import pass_settings
 
-from skinzoo.data.pipeline import RESIZE_MODES
+from skinzoo.data.decode import RESIZE_MODES
 from skinzoo.ranges import SEED
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from skinzoo.data.augment import PRESETS as AUGMENT_PRESETS
 from skinzoo.data.balance import BALANCE_METHODS, SMOTE_METHODS
+from skinzoo.data.decode import RESIZE_MODES
 from skinzoo.data.metadata import requested_fields
-from skinzoo.data.pipeline import RESIZE_MODES
 from skinzoo.data.sources import TASKS
 from skinzoo.errors import UsageError
 from skinzoo.fileio import read_regular_bytes

@@ -6,6 +6,10 @@ Stages, in order (``make_dataset``)::
           ─► [cache: memory or file] ─► zip targets/weights ─► [shuffle] ─► [augment] ─► float32
           ─► batch ─► prefetch
 
+- Decoding and resizing are skinzoo.data.decode's: files are grouped by their decode plan (read
+  from each JPEG's header when the dataset is made, ~10 us a file), each group is loaded by a
+  straight-line function and the groups are merged back into file order; a stream shuffled before
+  decoding (uncached training) uses one plan when all its files share it, else decides per image.
 - Images leave the pipeline as float32 in [0, 255]; pixel preprocessing belongs to the model.
 - Decoded images are cached as uint8 after resizing (4× smaller than float32), so epoch 2+ decodes
   no file; augmentation comes after the cache so every epoch sees new variants.
@@ -35,6 +39,7 @@ import numpy as np
 
 from skinzoo import runtime
 from skinzoo.data.augment import augment_image, resolve_augment
+from skinzoo.data.decode import RESIZE_MODES, DecodePlan, decode_and_resize, decode_plan
 from skinzoo.data.hair import remove_hair
 from skinzoo.data.mixing import mix_batch
 from skinzoo.errors import DataError, ResourceError, UsageError
@@ -42,7 +47,6 @@ from skinzoo.errors import DataError, ResourceError, UsageError
 log = logging.getLogger(__name__)
 
 PIPELINE_VERSION = 3  # bump when decode/resize changes, so old file caches are not reused
-RESIZE_MODES = ("crop", "pad", "squash")
 SHUFFLE_BUFFER_BYTES = 256 * 2**20  # after a file cache, shuffle within this much decoded data
 
 
@@ -90,125 +94,61 @@ def _check_paths(paths) -> list[str]:
     return paths
 
 
-# --- decode + resize (shared by make_dataset and load_images) -----------------------------------
-
-JPEG_RATIOS = (8, 4, 2, 1)  # libjpeg's DCT-domain downscales, largest first
-
-
-def _decode(contents, target_hw):
-    """uint8 (h, w, 3) from JPEG/PNG/BMP/GIF bytes; large JPEGs decode at 1/2, 1/4 or 1/8 scale.
-
-    libjpeg's DCT-domain downscaling is cheap and good quality; the ratio is chosen so the decoded
-    image is still at least the target size in both dimensions, so the following resize only ever
-    shrinks, whatever the resize mode. One ``switch_case`` picks the ratio where ``tf.case`` built
-    a chain of three nested conds, each a function call per image (measured: ~1.04x less CPU per
-    image, a small but consistent gain; bench/README.md "pipeline").
-    """
-    tf = runtime.tf()
-    th, tw = target_hw
-
-    def jpeg():
-        shape = tf.image.extract_jpeg_shape(contents)
-        room = tf.minimum(shape[0] // th, shape[1] // tw)  # largest safe integer downscale
-        index = tf.reduce_sum(tf.cast(room < tf.constant(JPEG_RATIOS[:-1]), tf.int32))
-        return tf.switch_case(index, [lambda r=r: tf.io.decode_jpeg(contents, channels=3, ratio=r)
-                                      for r in JPEG_RATIOS])
-
-    def other():
-        return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
-
-    image = tf.cond(tf.io.is_jpeg(contents), jpeg, other)
-    return tf.ensure_shape(image, [None, None, 3])
-
-
-def _centre_crop_resized(image, target_hw):
-    """float32 (th, tw, 3) from a uint8 image: ``crop`` mode, the same pixels as ``_resize``.
-
-    The uint8 image goes straight into the resize kernels (they accumulate in float anyway), so no
-    float32 copy of the whole decoded image is made, and the crop is a slice rather than
-    ``resize_with_crop_or_pad``'s dozen shape ops: 1.1-1.6x less CPU per image than ``_resize``.
-    """
-    tf = runtime.tf()
-    th, tw = target_hw
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = tf.maximum(th / shape[0], tw / shape[1])
-    # must cover the target; rounding may miss by a pixel
-    new_hw = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), [th, tw])
-    batch = image[None]
-    shrinking = tf.reduce_any(tf.shape(image)[:2] > new_hw)
-    # the kernels of tf.image.resize's "area" and "bilinear" (half-pixel centres), minus its wrapper
-    resized = tf.cond(
-        shrinking,
-        lambda: tf.raw_ops.ResizeArea(images=batch, size=new_hw, align_corners=False),
-        lambda: tf.raw_ops.ResizeBilinear(images=batch, size=new_hw, align_corners=False,
-                                          half_pixel_centers=True))[0]
-    top, left = (new_hw[0] - th) // 2, (new_hw[1] - tw) // 2  # resize_with_crop_or_pad's offsets
-    return tf.ensure_shape(resized[top:top + th, left:left + tw], [th, tw, 3])
-
-
-def _resize(image, target_hw, mode: str):
-    """float32 (th, tw, 3) from a uint8 image: centre ``crop`` / ``pad`` (aspect kept) / ``squash``."""
-    tf = runtime.tf()
-    th, tw = target_hw
-    image = tf.cast(image, tf.float32)
-    if mode == "squash":
-        return _scaled(image, [th, tw])
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    ratio = tf.stack([th / shape[0], tw / shape[1]])
-    scale = tf.reduce_max(ratio) if mode == "crop" else tf.reduce_min(ratio)
-    new_hw = tf.cast(tf.round(shape * scale), tf.int32)
-    # crop must cover the target, pad must fit inside it; rounding may miss by a pixel.
-    new_hw = tf.maximum(new_hw, [th, tw]) if mode == "crop" else tf.minimum(new_hw, [th, tw])
-    new_hw = tf.maximum(new_hw, 1)
-    image = _scaled(image, new_hw)
-    image = tf.image.resize_with_crop_or_pad(image, th, tw)
-    return tf.ensure_shape(image, [th, tw, 3])
-
-
-def _scaled(image, new_hw):
-    """Area averaging to shrink (antialiased by construction), bilinear to enlarge. TF's
-    ``antialias=True`` bilinear kernel costs ~5x the whole decode, so it is not used."""
-    tf = runtime.tf()
-    shrinking = tf.reduce_any(tf.shape(image)[:2] > tf.convert_to_tensor(new_hw, tf.int32))
-    return tf.cond(shrinking,
-                   lambda: tf.image.resize(image, new_hw, method="area"),
-                   lambda: tf.image.resize(image, new_hw, method="bilinear"))
-
-
-def decode_and_resize(contents, target_hw, resize: str):
-    """uint8 (th, tw, 3) from encoded image bytes: the pipeline's decode + resize, pure TF ops, so
-    an exported model's serving graph (skinzoo.deploy.export) runs exactly this code too."""
-    tf = runtime.tf()
-    image = _decode(contents, target_hw)
-    if resize == "crop":  # the default mode, on a leaner path with identical output
-        image = _centre_crop_resized(image, target_hw)
-    else:
-        image = _resize(image, target_hw, resize)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-
-
 def _hair_removed(image_uint8):
     tf = runtime.tf()
     out = tf.numpy_function(lambda im: remove_hair(im), [image_uint8], tf.uint8, stateful=False)
     return tf.ensure_shape(out, image_uint8.shape)
 
 
-def image_loader(target_hw, resize: str, hair_removal: bool):
+def image_loader(target_hw, resize: str, hair_removal: bool, plan: DecodePlan | None = None):
     """A TF function path -> uint8 (th, tw, 3): read, decode, resize, optional hair removal.
 
     The one loader of every image stream here, public so that tools above the pipeline
-    (skinzoo.data.augmented_copy) make their images exactly as training does."""
+    (skinzoo.data.augmented_copy) make their images exactly as training does. ``plan``: the decode
+    decisions shared by every file it will load (skinzoo.data.decode); None decides per image."""
     tf = runtime.tf()
     if resize not in RESIZE_MODES:
         raise UsageError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
 
     def load(path):
-        image = decode_and_resize(tf.io.read_file(path), target_hw, resize)
+        image = decode_and_resize(tf.io.read_file(path), target_hw, resize, plan)
         if hair_removal:
             image = _hair_removed(image)
         return image
 
     return load
+
+
+def _decode_plans(paths, target_hw) -> list[DecodePlan | None]:
+    """Each file's decode plan from its header (~10 us a file: 0.1 s for 10,000)."""
+    return [decode_plan(p, target_hw) for p in paths]
+
+
+def shared_plan(paths, target_hw) -> DecodePlan | None:
+    """The plan every one of ``paths`` shares (the usual case: a dataset of one camera's JPEGs),
+    else None: a stream that is shuffled before decoding cannot be split by plan."""
+    plans = set(_decode_plans(paths, target_hw))
+    return plans.pop() if len(plans) == 1 else None
+
+
+def _loaded_in_order(paths, target_hw, resize, hair_removal):
+    """Dataset of uint8 images for ``paths`` in order, each group of files that share a decode
+    plan loaded by its own straight-line function (skinzoo.data.decode), the groups merged back
+    into file order by a precomputed choice sequence."""
+    tf = runtime.tf()
+    plans = _decode_plans(paths, target_hw)
+    distinct = sorted(set(plans), key=lambda plan: (plan is not None, plan or (0, False)))
+
+    def stream(plan, group):
+        return _path_stream(group).map(image_loader(target_hw, resize, hair_removal, plan),
+                                       num_parallel_calls=tf.data.AUTOTUNE)
+
+    if len(distinct) == 1:
+        return stream(distinct[0], paths)
+    streams = [stream(plan, [p for p, q in zip(paths, plans, strict=True) if q == plan])
+               for plan in distinct]
+    choice = np.array([distinct.index(q) for q in plans], np.int64)
+    return tf.data.Dataset.choose_from_datasets(streams, tf.data.Dataset.from_tensor_slices(choice))
 
 
 # --- cache ----------------------------------------------------------------------------------------
@@ -290,16 +230,18 @@ def _check_memory_cache(n: int, target_hw) -> None:
 
 def _image_stream(paths, target_hw, resize, hair_removal, cache):
     """Dataset of uint8 images for ``paths`` in order, cached as asked."""
-    tf = runtime.tf()
-    ds = _path_stream(paths).map(image_loader(target_hw, resize, hair_removal), num_parallel_calls=tf.data.AUTOTUNE)
     if cache == "memory":
         _check_memory_cache(len(paths), target_hw)
-        return ds.cache()
+        return _loaded_in_order(paths, target_hw, resize, hair_removal).cache()
     if cache:
         prefix = prepare_file_cache(cache, cache_key(paths, target_hw, resize, hair_removal))
         if prefix is not None:
+            if os.path.exists(prefix + ".index"):  # complete: nothing is decoded, no plans needed
+                ds = _path_stream(paths).map(image_loader(target_hw, resize, hair_removal))
+            else:
+                ds = _loaded_in_order(paths, target_hw, resize, hair_removal)
             return ds.cache(prefix)
-    return ds
+    return _loaded_in_order(paths, target_hw, resize, hair_removal)
 
 
 # --- public ---------------------------------------------------------------------------------------
@@ -476,7 +418,7 @@ def _ordered_or_shuffled(paths, extras, target_hw, resize, hair_removal, cache, 
     ds = _with_extras(_path_stream(paths), extras)
     if training:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    load = image_loader(target_hw, resize, hair_removal)
+    load = image_loader(target_hw, resize, hair_removal, shared_plan(paths, target_hw))
     return ds.map(lambda p, *m: (load(p), *m), num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -502,7 +444,7 @@ def _oversampled(paths, labels, extras, target_hw, resize, hair_removal, cache, 
         streams.append(s.shuffle(buffer, seed=seed + int(c), reshuffle_each_iteration=True).repeat())
     ds = tf.data.Dataset.sample_from_datasets(streams, seed=seed)
     if not cache:
-        load = image_loader(target_hw, resize, hair_removal)
+        load = image_loader(target_hw, resize, hair_removal, shared_plan(paths, target_hw))
         ds = ds.map(lambda p, *m: (load(p), *m), num_parallel_calls=tf.data.AUTOTUNE)
     return ds
 

@@ -2,7 +2,7 @@
 
 - **SavedModel** (``keras.export.ExportArchive``): ``serving_default`` takes encoded JPEG/PNG
   bytes (``image_bytes``, a batch of strings) and runs the training pipeline's own decode + resize
-  (:func:`skinzoo.data.pipeline.decode_and_resize`) in the graph; ``serving_pixels`` takes float
+  (:func:`skinzoo.data.decode.decode_and_resize`) in the graph; ``serving_pixels`` takes float
   RGB pixels in [0, 255] at the model's input size. Both return ``probabilities`` ``(N, K)``,
   ``predicted_class`` ``(N,)`` and ``class_names`` ``(N, K)`` (strings). The model's pixel
   preprocessing is inside the Keras model, so it is in every export.
@@ -138,7 +138,7 @@ def _pixels_function(tf, model, inputs: ExportInputs):
 
 def write_savedmodel(model, inputs: ExportInputs, classes, resize: str, out) -> None:
     """A SavedModel with the encoded-bytes ``serving_default`` and the ``serving_pixels`` signature."""
-    from skinzoo.data.pipeline import decode_and_resize
+    from skinzoo.data.decode import decode_and_resize
     from skinzoo.runtime import tf as tf_runtime
 
     tf = tf_runtime()
