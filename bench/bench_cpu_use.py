@@ -94,6 +94,14 @@ SKIP_STEPS = 4  # the steady state of an epoch starts at this step
 
 # --- the configurations ---------------------------------------------------------------------------
 
+def selected_grid(models, sizes, precisions, determinism) -> tuple[list[tuple], list[tuple]]:
+    """A part of the full grid (``python -m bench.bench_cpu_use --sizes 128 ...``): every
+    combination of the given values, XLA for each (model, size), no other levers; for measuring
+    a slice of the ~2.5-hour full grid on its own."""
+    train = [(m, s, p, d) for m in models for s in sizes for p in precisions for d in determinism]
+    return train, [("xla", m, s) for m in models for s in sizes]
+
+
 def grid(quick: bool) -> tuple[list[tuple], list[tuple]]:
     """(training configurations (model, size, precision, deterministic),
     variants (variant, model, size)).
@@ -374,9 +382,11 @@ def synthetic_lesions(folder: Path, n: int) -> str:
     return str(folder)
 
 
-def run(quick: bool = False, data: str | None = None) -> dict:
-    train, variants = grid(quick)
-    rounds = 2 if quick else 3
+def run(quick: bool = False, data: str | None = None, selection: dict | None = None,
+        rounds: int | None = None) -> dict:
+    """``selection``: ``selected_grid``'s keyword arguments, for a slice of the full grid."""
+    train, variants = selected_grid(**selection) if selection else grid(quick)
+    rounds = rounds or (2 if quick else 3)
     timeout = 600 if quick else 1800
     cores = usable_cores()
     data_path = Path(data) if data else DEFAULT_DATA
@@ -435,4 +445,26 @@ if __name__ == "__main__":
             outcome = {"error": f"{type(err).__name__}: {err.message}"}
         print(MARK + json.dumps(outcome), flush=True)
     else:
-        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+        import argparse
+
+        parser = argparse.ArgumentParser(description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("--quick", action="store_true")
+        parser.add_argument("--data", default=None, help="HAM10000 folder")
+        parser.add_argument("--rounds", type=int, default=None)
+        # a slice of the full grid: every combination of the values given (comma-separated)
+        parser.add_argument("--models", default=None, help=f"e.g. {','.join(FULL_MODELS)}")
+        parser.add_argument("--sizes", default=None, help="e.g. 64,128")
+        parser.add_argument("--precisions", default=None, help=f"e.g. {','.join(PRECISIONS)}")
+        parser.add_argument("--determinism", default=None, help="on,off")
+        args = parser.parse_args()
+        parts = (args.models, args.sizes, args.precisions, args.determinism)
+        selection = None
+        if any(parts):
+            selection = {
+                "models": (args.models or ",".join(FULL_MODELS)).split(","),
+                "sizes": [int(v) for v in (args.sizes or ",".join(map(str, FULL_SIZES))).split(",")],
+                "precisions": (args.precisions or ",".join(PRECISIONS)).split(","),
+                "determinism": [v == "on" for v in (args.determinism or "on,off").split(",")],
+            }
+        print(json.dumps(run(args.quick, args.data, selection, args.rounds), indent=2))

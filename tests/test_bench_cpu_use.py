@@ -10,6 +10,7 @@ from bench.bench_cpu_use import (
     ordered,
     process_jobs,
     run_child,
+    selected_grid,
     summarise,
     usable_cores,
 )
@@ -23,6 +24,16 @@ def test_each_pair_alternates_which_side_goes_first_over_rounds_and_pairs():
     assert first[0] == ["pipeline", "synthetic", "synthetic", "pipeline"]
     assert first[1] == ["synthetic", "pipeline", "pipeline", "synthetic"]
     assert sorted(map(job_name, ordered(jobs, 1))) == sorted(map(job_name, jobs))  # nothing lost
+
+
+def test_a_slice_of_the_grid_is_every_combination_given_with_xla_per_model_and_size():
+    train, variants = selected_grid(["efficientnetb0", "resnet50"], [128], ["float32", "mixed_bfloat16"],
+                                    [True])
+    assert len(train) == 4 and {t[1] for t in train} == {128} and all(t[3] for t in train)
+    assert variants == [("xla", "efficientnetb0", 128), ("xla", "resnet50", 128)]
+    jobs = process_jobs(train, variants, quick=False, data="unused")
+    # at least SKIP_STEPS + 4 whole batches per epoch, whatever the table says (96 for resnet50)
+    assert {j["images"] for j in jobs if j["model"] == "resnet50"} == {256}
 
 
 def test_ratios_are_medians_of_per_round_ratios_with_their_range_and_failed_rounds_skipped():

@@ -2,9 +2,9 @@
 
 Stages, in order (``make_dataset``)::
 
-    paths ─► read + decode (parallel) ─► resize to img_size ─► [hair removal] ─► uint8
-          ─► [cache: memory or file] ─► zip targets/weights ─► [shuffle] ─► [augment] ─► float32
-          ─► batch ─► prefetch
+    paths ─► read + decode (parallel) ─► resize to img_size ─► [hair removal]
+          ─► uint8 ─► [cache: memory or file]  (or float32 straight on, when not cached)
+          ─► zip targets/weights ─► [shuffle] ─► [augment] ─► batch ─► float32 ─► prefetch
 
 - Decoding and resizing are skinzoo.data.decode's: files are grouped by their decode plan (read
   from each JPEG's header when the dataset is made, ~10 us a file), each group is loaded by a
@@ -100,21 +100,23 @@ def _hair_removed(image_uint8):
     return tf.ensure_shape(out, image_uint8.shape)
 
 
-def image_loader(target_hw, resize: str, hair_removal: bool, plan: DecodePlan | None = None):
-    """A TF function path -> uint8 (th, tw, 3): read, decode, resize, optional hair removal.
+def image_loader(target_hw, resize: str, hair_removal: bool, plan: DecodePlan | None = None,
+                 dtype: str = "uint8"):
+    """A TF function path -> (th, tw, 3) image: read, decode, resize, optional hair removal.
 
     The one loader of every image stream here, public so that tools above the pipeline
     (skinzoo.data.augmented_copy) make their images exactly as training does. ``plan``: the decode
-    decisions shared by every file it will load (skinzoo.data.decode); None decides per image."""
+    decisions shared by every file it will load (skinzoo.data.decode); None decides per image.
+    ``dtype``: uint8 for caches (4x smaller), float32 (the same values) for uncached streams."""
     tf = runtime.tf()
     if resize not in RESIZE_MODES:
         raise UsageError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
 
     def load(path):
-        image = decode_and_resize(tf.io.read_file(path), target_hw, resize, plan)
-        if hair_removal:
-            image = _hair_removed(image)
-        return image
+        if not hair_removal:
+            return decode_and_resize(tf.io.read_file(path), target_hw, resize, plan, dtype)
+        image = _hair_removed(decode_and_resize(tf.io.read_file(path), target_hw, resize, plan))
+        return tf.cast(image, tf.float32) if dtype == "float32" else image
 
     return load
 
@@ -131,8 +133,8 @@ def shared_plan(paths, target_hw) -> DecodePlan | None:
     return plans.pop() if len(plans) == 1 else None
 
 
-def _loaded_in_order(paths, target_hw, resize, hair_removal):
-    """Dataset of uint8 images for ``paths`` in order, each group of files that share a decode
+def _loaded_in_order(paths, target_hw, resize, hair_removal, dtype):
+    """Dataset of ``dtype`` images for ``paths`` in order, each group of files that share a decode
     plan loaded by its own straight-line function (skinzoo.data.decode), the groups merged back
     into file order by a precomputed choice sequence."""
     tf = runtime.tf()
@@ -140,7 +142,7 @@ def _loaded_in_order(paths, target_hw, resize, hair_removal):
     distinct = sorted(set(plans), key=lambda plan: (plan is not None, plan or (0, False)))
 
     def stream(plan, group):
-        return _path_stream(group).map(image_loader(target_hw, resize, hair_removal, plan),
+        return _path_stream(group).map(image_loader(target_hw, resize, hair_removal, plan, dtype),
                                        num_parallel_calls=tf.data.AUTOTUNE)
 
     if len(distinct) == 1:
@@ -229,19 +231,20 @@ def _check_memory_cache(n: int, target_hw) -> None:
 
 
 def _image_stream(paths, target_hw, resize, hair_removal, cache):
-    """Dataset of uint8 images for ``paths`` in order, cached as asked."""
+    """Dataset of images for ``paths`` in order, cached as asked: uint8 when cached, float32 (the
+    same values, no uint8 round trip) when not."""
     if cache == "memory":
         _check_memory_cache(len(paths), target_hw)
-        return _loaded_in_order(paths, target_hw, resize, hair_removal).cache()
+        return _loaded_in_order(paths, target_hw, resize, hair_removal, "uint8").cache()
     if cache:
         prefix = prepare_file_cache(cache, cache_key(paths, target_hw, resize, hair_removal))
         if prefix is not None:
             if os.path.exists(prefix + ".index"):  # complete: nothing is decoded, no plans needed
                 ds = _path_stream(paths).map(image_loader(target_hw, resize, hair_removal))
             else:
-                ds = _loaded_in_order(paths, target_hw, resize, hair_removal)
+                ds = _loaded_in_order(paths, target_hw, resize, hair_removal, "uint8")
             return ds.cache(prefix)
-    return _loaded_in_order(paths, target_hw, resize, hair_removal)
+    return _loaded_in_order(paths, target_hw, resize, hair_removal, "float32")
 
 
 # --- public ---------------------------------------------------------------------------------------
@@ -418,7 +421,7 @@ def _ordered_or_shuffled(paths, extras, target_hw, resize, hair_removal, cache, 
     ds = _with_extras(_path_stream(paths), extras)
     if training:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    load = image_loader(target_hw, resize, hair_removal, shared_plan(paths, target_hw))
+    load = image_loader(target_hw, resize, hair_removal, shared_plan(paths, target_hw), "float32")
     return ds.map(lambda p, *m: (load(p), *m), num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -444,7 +447,7 @@ def _oversampled(paths, labels, extras, target_hw, resize, hair_removal, cache, 
         streams.append(s.shuffle(buffer, seed=seed + int(c), reshuffle_each_iteration=True).repeat())
     ds = tf.data.Dataset.sample_from_datasets(streams, seed=seed)
     if not cache:
-        load = image_loader(target_hw, resize, hair_removal, shared_plan(paths, target_hw))
+        load = image_loader(target_hw, resize, hair_removal, shared_plan(paths, target_hw), "float32")
         ds = ds.map(lambda p, *m: (load(p), *m), num_parallel_calls=tf.data.AUTOTUNE)
     return ds
 
