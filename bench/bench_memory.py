@@ -16,6 +16,7 @@ so the ratio is only representative in full mode (all 10,013 images).
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,7 +102,9 @@ def array_child(data: str) -> None:
 # --- data -------------------------------------------------------------------------------------
 
 def subset_folder(data: str, n: int, dest: Path) -> int:
-    """A HAM10000-layout folder of symlinks to a stratified sample of ``n`` images (quick mode)."""
+    """A HAM10000-layout folder holding copies of a stratified sample of ``n`` images (quick
+    mode; ~20 MB). Copies, not symlinks: skinzoo refuses images that resolve outside the dataset
+    folder unless told (--allow-outside-root), and a benchmark should read a folder as users have."""
     import pandas as pd
 
     from skinzoo.data.sources import load_dataset
@@ -112,7 +115,7 @@ def subset_folder(data: str, n: int, dest: Path) -> int:
     images = dest / "images"
     images.mkdir(parents=True)
     for path in sample["path"]:
-        (images / Path(path).name).symlink_to(path)
+        shutil.copyfile(path, images / Path(path).name)
     source_csv = pd.read_csv(Path(data) / "HAM10000_metadata.csv")
     source_csv[source_csv["image_id"].isin(sample["image_id"])].to_csv(
         dest / "HAM10000_metadata.csv", index=False)
