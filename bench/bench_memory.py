@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.rounds import ratio_summary
+from bench.rounds import alternating_calls, ratio_summary
 
 IMG_SIZE = 128
 MODEL = "simple_cnn"  # custom_cnn: `skinzoo train` passes it dense=[256, 128] (see report)
@@ -149,10 +149,7 @@ def run(quick: bool = False, data: str | None = None) -> dict:
             "array": lambda r: run_measured("array baseline", array_command(data),
                                             tmp / "array.log", repo),
         }
-        measured = {"disk": [], "array": []}
-        for r in range(rounds):
-            for name in (("disk", "array") if r % 2 == 0 else ("array", "disk")):
-                measured[name].append(sides[name](r))
+        measured = alternating_calls(sides, rounds)
         array_log = (tmp / "array.log").read_text(errors="replace")
     disk_rss = statistics.median(m[0] for m in measured["disk"])
     array_rss = statistics.median(m[0] for m in measured["array"])

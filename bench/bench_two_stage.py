@@ -34,7 +34,7 @@ from __future__ import annotations
 import resource
 import time
 
-from bench.rounds import ratio_summary
+from bench.rounds import alternating_calls, ratio_summary
 
 EPOCHS = 10
 BATCH = 32
@@ -269,14 +269,10 @@ def run(quick: bool = False, data: str | None = None, model: str = "efficientnet
     # a fresh process like a user's first run; later rounds find TensorFlow's kernels warm, which
     # helps both sides alike.
     rounds = 2 if quick else 3
-    firsts, ends = [], []
     with tempfile.TemporaryDirectory(prefix="skinzoo-bench-embeddings-") as cache_root:
-        for r in range(rounds):
-            for side in (("two_stage", "end_to_end") if r % 2 == 0 else ("end_to_end", "two_stage")):
-                if side == "two_stage":
-                    firsts.append(first_run(f"{cache_root}/round{r}"))
-                else:
-                    ends.append(end_to_end())
+        runs = alternating_calls({"two_stage": lambda r: first_run(f"{cache_root}/round{r}"),
+                                  "end_to_end": lambda r: end_to_end()}, rounds)
+        firsts, ends = runs["two_stage"], runs["end_to_end"]
         # --- two-stage again (another lr, dropout, balance...): embeddings come from the cache ---
         keras.utils.set_random_seed(1)
         embed = dict(img_size=size, batch_size=BATCH, cache_dir=f"{cache_root}/round0",

@@ -10,18 +10,32 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def alternating_calls(sides: dict[str, Callable[[int], T]], rounds: int) -> dict[str, list[T]]:
+    """What each side's call returns in every round (the call gets the round's number); round r
+    starts with side r mod n. For measurements other than wall time (peak RSS, CPU seconds)."""
+    names = list(sides)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            results[name].append(sides[name](r))
+    return results
 
 
 def alternating_rounds(sides: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
     """Wall seconds of each side's call in every round; round r starts with side r mod n."""
-    names = list(sides)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+    def timed(call):
+        def run(_round):
             started = time.perf_counter()
-            sides[name]()
-            seconds[name].append(time.perf_counter() - started)
-    return seconds
+            call()
+            return time.perf_counter() - started
+        return run
+
+    return alternating_calls({name: timed(call) for name, call in sides.items()}, rounds)
 
 
 def ratio_summary(numerators, denominators) -> tuple[float, list[float]] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.rounds import alternating_rounds, ratio_summary
+from bench.rounds import alternating_calls, alternating_rounds, ratio_summary
 
 
 def test_each_round_starts_with_the_next_side():
@@ -11,6 +11,20 @@ def test_each_round_starts_with_the_next_side():
     assert calls == list("abc" "bca" "cab" "abc")
     assert {k: len(v) for k, v in seconds.items()} == {"a": 4, "b": 4, "c": 4}
     assert all(t >= 0 for v in seconds.values() for t in v)
+
+
+def test_calls_get_their_round_and_every_result_is_kept_in_round_order():
+    calls = []
+
+    def side(name):
+        def call(r):
+            calls.append(name)
+            return f"{name}{r}"
+        return call
+
+    results = alternating_calls({"disk": side("disk"), "array": side("array")}, rounds=3)
+    assert calls == ["disk", "array", "array", "disk", "disk", "array"]
+    assert results == {"disk": ["disk0", "disk1", "disk2"], "array": ["array0", "array1", "array2"]}
 
 
 def test_ratio_is_the_median_of_per_round_ratios_with_its_range():

@@ -113,10 +113,14 @@ def image_loader(target_hw, resize: str, hair_removal: bool, plan: DecodePlan | 
         raise UsageError(f"unknown resize mode {resize!r}", f"use one of {', '.join(RESIZE_MODES)}")
 
     def load(path):
-        if not hair_removal:
-            return decode_and_resize(tf.io.read_file(path), target_hw, resize, plan, dtype)
-        image = _hair_removed(decode_and_resize(tf.io.read_file(path), target_hw, resize, plan))
-        return tf.cast(image, tf.float32) if dtype == "float32" else image
+        # hair removal works on uint8, so its images are cast afterwards when float32 is asked
+        image = decode_and_resize(tf.io.read_file(path), target_hw, resize, plan,
+                                  "uint8" if hair_removal else dtype)
+        if hair_removal:
+            image = _hair_removed(image)
+            if dtype == "float32":
+                image = tf.cast(image, tf.float32)
+        return image
 
     return load
 
@@ -149,7 +153,8 @@ def _loaded_in_order(paths, target_hw, resize, hair_removal, dtype):
         return stream(distinct[0], paths)
     streams = [stream(plan, [p for p, q in zip(paths, plans, strict=True) if q == plan])
                for plan in distinct]
-    choice = np.array([distinct.index(q) for q in plans], np.int64)
+    index = {plan: i for i, plan in enumerate(distinct)}
+    choice = np.array([index[q] for q in plans], np.int64)
     return tf.data.Dataset.choose_from_datasets(streams, tf.data.Dataset.from_tensor_slices(choice))
 
 
